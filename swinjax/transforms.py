@@ -1,0 +1,304 @@
+"""Analysis and synthesis transforms ``g_a, g_s, h_a, h_s`` built from stage specs in the config.
+
+The same two modules build every Swin transform of the three architectures:
+
+* :class:`Analysis`: per stage, a :class:`~swinjax.layers.PatchMerge` (2x down) followed by
+  ``depth`` Swin blocks; optionally a final Linear to the latent width and an AdaLN.
+* :class:`Synthesis`: optionally a first Linear and an AdaLN; per stage, ``depth`` Swin blocks
+  followed by a :class:`~swinjax.layers.PatchSplit` (2x up) to the next stage's width, the last
+  one to ``out_channels``.
+
+SwinCoder's hyper transforms are convolutional and follow STF (Zou et al., CVPR 2022), which the
+SwinCoder authors build on: :class:`ConvHyperAnalysis` and :class:`ConvHyperSynthesis`.
+
+Readings of the papers are documented in ``configs/`` and the README ("Architecture readings").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from swinjax.layers import AdaLN, PatchMerge, PatchSplit, SwinStage
+from swinjax.layers.attention import PROJECTIONS
+from swinjax.layers.resample import Conv3x3, depth_to_space, space_to_depth
+
+
+class Analysis(nn.Module):
+    """Swin analysis transform (g_a, or h_a of SwinNPE/SwinT-ChARM).
+
+    Attributes:
+        channels: width after each patch merge; one 2x downsampling per entry.
+        depths: Swin blocks after each merge (0 = merge only, SwinCoder's first stage).
+        heads: attention heads per stage.
+        window: attention window (square).
+        out_channels: final Linear to this width, or None to keep ``channels[-1]``.
+        first_norm: ``"post"`` for RGB input (see PatchMerge), ``"pre"`` for feature input.
+        adaln: apply AdaLN (lambda conditioning) after the last layer (SwinCoder).
+        mlp_ratio, projection, relative_position_bias, kv_stride: Swin block settings.
+        dtype: computation dtype.
+    """
+
+    channels: Sequence[int]
+    depths: Sequence[int]
+    heads: Sequence[int]
+    window: int
+    out_channels: int | None = None
+    first_norm: str = "post"
+    adaln: bool = False
+    mlp_ratio: float = 4.0
+    projection: str = "linear"
+    relative_position_bias: bool = True
+    kv_stride: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lmbda_embedding: jax.Array | None = None) -> jax.Array:
+        """``[B, H, W, C_in]`` -> ``[B, H / 2^n, W / 2^n, C_out]``."""
+        for i, (c, d, h) in enumerate(zip(self.channels, self.depths, self.heads, strict=True)):
+            x = PatchMerge(c, self.first_norm if i == 0 else "pre", self.dtype, name=f"merge{i}")(x)
+            if d:
+                x = SwinStage(d, h, (self.window, self.window), self.mlp_ratio, self.projection,
+                              self.relative_position_bias, self.kv_stride, self.dtype,
+                              name=f"stage{i}")(x)
+        if self.out_channels is not None:
+            x = nn.Dense(self.out_channels, dtype=self.dtype, name="out")(x)
+        if self.adaln:
+            if lmbda_embedding is None:
+                raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
+            x = AdaLN(self.dtype, name="adaln")(x, lmbda_embedding)
+        return x
+
+
+class Synthesis(nn.Module):
+    """Swin synthesis transform (g_s, or h_s of SwinNPE/SwinT-ChARM).
+
+    Attributes:
+        channels: width of each stage's Swin blocks; each stage ends with a 2x patch split.
+        depths: Swin blocks per stage.
+        heads: attention heads per stage.
+        window: attention window.
+        out_channels: width after the last patch split (3 for images).
+        in_proj: start with a Linear to ``channels[0]`` (SwinCoder: "the first layer of g_s").
+        adaln: apply AdaLN after the first layer (SwinCoder).
+        mlp_ratio, projection, relative_position_bias, kv_stride, dtype: as in :class:`Analysis`.
+    """
+
+    channels: Sequence[int]
+    depths: Sequence[int]
+    heads: Sequence[int]
+    window: int
+    out_channels: int
+    in_proj: bool = False
+    adaln: bool = False
+    mlp_ratio: float = 4.0
+    projection: str = "linear"
+    relative_position_bias: bool = True
+    kv_stride: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lmbda_embedding: jax.Array | None = None) -> jax.Array:
+        """``[B, h, w, C_in]`` -> ``[B, h * 2^n, w * 2^n, out_channels]``."""
+        if self.in_proj:
+            x = nn.Dense(self.channels[0], dtype=self.dtype, name="in_proj")(x)
+        if self.adaln:
+            if lmbda_embedding is None:
+                raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
+            x = AdaLN(self.dtype, name="adaln")(x, lmbda_embedding)
+        n = len(self.channels)
+        for i, (c, d, h) in enumerate(zip(self.channels, self.depths, self.heads, strict=True)):
+            if d:
+                x = SwinStage(d, h, (self.window, self.window), self.mlp_ratio, self.projection,
+                              self.relative_position_bias, self.kv_stride, self.dtype,
+                              name=f"stage{i}")(x)
+            nxt = self.channels[i + 1] if i + 1 < n else self.out_channels
+            # The input of the first split is the raw latent when there are no blocks and no
+            # in_proj; normalising it would erase its scale, so only normalise features.
+            norm = bool(d) or i > 0 or self.in_proj
+            x = PatchSplit(nxt, norm=norm, dtype=self.dtype, name=f"split{i}")(x)
+        return x
+
+
+class ConvHyperAnalysis(nn.Module):
+    """STF-style convolutional h_a: 3x3 convs with GELU, two 2x downsamplings.
+
+    STF (Zou et al. 2022) uses ``conv3x3`` layers with stride 2 at the third and fifth layer. Here a
+    stride-2 layer is space-to-depth followed by a 3x3 convolution on the merged channels: the
+    receptive field contains the strided 3x3 one, and it avoids XLA CPU's slow strided-conv
+    backward pass (DESIGN.md / issue 2 §5).
+
+    Attributes:
+        widths: output width of each layer.
+        strides: 1 or 2 per layer.
+    """
+
+    widths: Sequence[int]
+    strides: Sequence[int]
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        """``[B, h, w, M]`` -> ``[B, h/4, w/4, N]``."""
+        x = y
+        last = len(self.widths) - 1
+        for i, (c, s) in enumerate(zip(self.widths, self.strides, strict=True)):
+            if s == 2:
+                x = space_to_depth(x, 2)
+            x = Conv3x3(c, self.dtype, name=f"conv{i}")(x)
+            if i < last:
+                x = nn.gelu(x, approximate=False)
+        return x
+
+
+class ConvHyperSynthesis(nn.Module):
+    """STF-style convolutional h_s: 3x3 convs with GELU and two sub-pixel 2x upsamplings.
+
+    A layer with ``upsample == 2`` is STF's ``subpel_conv3x3``: a 3x3 convolution to 4x the width
+    followed by depth-to-space.
+    """
+
+    widths: Sequence[int]
+    upsample: Sequence[int]
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, z_hat: jax.Array) -> jax.Array:
+        """``[B, h/4, w/4, N]`` -> ``[B, h, w, widths[-1]]``."""
+        x = z_hat
+        last = len(self.widths) - 1
+        for i, (c, u) in enumerate(zip(self.widths, self.upsample, strict=True)):
+            x = Conv3x3(c * u * u, self.dtype, name=f"conv{i}")(x)
+            if u > 1:
+                x = depth_to_space(x, u)
+            if i < last:
+                x = nn.gelu(x, approximate=False)
+        return x
+
+
+def _check_stages(name: str, spec: Any) -> None:
+    """Raises a ValueError naming the problem in one stage spec of the config."""
+    lens = {len(spec.channels), len(spec.depths), len(spec.heads)}
+    if len(lens) != 1:
+        raise ValueError(
+            f"model.{name}: channels, depths and heads must have the same length, got "
+            f"{len(spec.channels)}, {len(spec.depths)}, {len(spec.heads)}"
+        )
+    for c, d, h in zip(spec.channels, spec.depths, spec.heads, strict=True):
+        if c <= 0 or d < 0 or h <= 0:
+            raise ValueError(f"model.{name}: channels/heads must be > 0 and depths >= 0")
+        if c % h:
+            raise ValueError(f"model.{name}: {h} heads do not divide {c} channels")
+    if spec.window <= 0:
+        raise ValueError(f"model.{name}.window must be positive, got {spec.window}")
+    projection = spec.get("projection", "linear")
+    if projection not in PROJECTIONS:
+        raise ValueError(f"model.{name}.projection must be one of {PROJECTIONS}, got {projection!r}")
+
+
+def _swin_kwargs(spec: Any, model: Any) -> dict[str, Any]:
+    return dict(
+        channels=tuple(spec.channels),
+        depths=tuple(spec.depths),
+        heads=tuple(spec.heads),
+        window=int(spec.window),
+        mlp_ratio=float(model.mlp_ratio),
+        projection=spec.get("projection", "linear"),
+        relative_position_bias=bool(spec.get("relative_position_bias", True)),
+        kv_stride=int(spec.get("kv_stride", 1)),
+    )
+
+
+def build_transforms(model: Any, dtype: Any = None) -> dict[str, nn.Module]:
+    """Builds ``g_a, g_s, h_a, h_s`` from ``config.model``.
+
+    Args:
+        model: the ``model`` ConfigDict (see ``configs/``).
+        dtype: computation dtype.
+
+    Returns:
+        ``{"g_a", "g_s", "h_a", "h_s"}`` -> unbound Flax modules.
+
+    Raises:
+        ValueError: naming the offending config key.
+    """
+    for name in ("g_a", "g_s"):
+        _check_stages(name, model[name])
+    vr = bool(model.variable_rate)
+    g_a = Analysis(**_swin_kwargs(model.g_a, model), out_channels=model.g_a.get("out_channels"),
+                   first_norm="post", adaln=vr, dtype=dtype, name="g_a")
+    g_s = Synthesis(**_swin_kwargs(model.g_s, model), out_channels=3,
+                    in_proj=bool(model.g_s.get("in_proj", False)), adaln=vr, dtype=dtype,
+                    name="g_s")
+    hyper = model.hyper
+    if hyper.kind == "swin":
+        _check_stages("hyper.h_a", hyper.h_a)
+        _check_stages("hyper.h_s", hyper.h_s)
+        h_a = Analysis(**_swin_kwargs(hyper.h_a, model), out_channels=hyper.h_a.get("out_channels"),
+                       first_norm="pre", dtype=dtype, name="h_a")
+        h_s = Synthesis(**_swin_kwargs(hyper.h_s, model), out_channels=int(hyper.out_channels),
+                        dtype=dtype, name="h_s")
+    elif hyper.kind == "conv":
+        if len(hyper.h_a_widths) != len(hyper.h_a_strides):
+            raise ValueError("model.hyper: h_a_widths and h_a_strides differ in length")
+        if len(hyper.h_s_widths) != len(hyper.h_s_upsample):
+            raise ValueError("model.hyper: h_s_widths and h_s_upsample differ in length")
+        h_a = ConvHyperAnalysis(tuple(hyper.h_a_widths), tuple(hyper.h_a_strides), dtype,
+                                name="h_a")
+        h_s = ConvHyperSynthesis(tuple(hyper.h_s_widths), tuple(hyper.h_s_upsample), dtype,
+                                 name="h_s")
+    else:
+        raise ValueError(f"model.hyper.kind must be 'swin' or 'conv', got {hyper.kind!r}")
+    return {"g_a": g_a, "g_s": g_s, "h_a": h_a, "h_s": h_s}
+
+
+def downsampling_factor(model: Any) -> int:
+    """Total spatial reduction from x to z: images are padded to a multiple of it."""
+    g = 2 ** len(model.g_a.channels)
+    hyper = model.hyper
+    if hyper.kind == "swin":
+        h = 2 ** len(hyper.h_a.channels)
+    else:
+        h = 1
+        for s in hyper.h_a_strides:
+            h *= s
+    return g * h
+
+
+def pad_image(x: jax.Array, multiple: int) -> tuple[jax.Array, tuple[int, int]]:
+    """Pads ``[B, H, W, 3]`` at the bottom/right by edge replication to a multiple of ``multiple``.
+
+    Edge replication costs fewer bits than zeros: the padded area continues the image.
+
+    Returns:
+        The padded batch and ``(pad_h, pad_w)``.
+    """
+    _, h, w, _ = x.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return x, (ph, pw)
+
+
+def validate_image(x: Any) -> None:
+    """Raises ValueError with a clear message unless ``x`` is a float ``[B, H, W, 3]`` batch.
+
+    Catching these here gives a user an error naming the problem instead of a shape error from
+    deep inside XLA.
+    """
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise ValueError(f"expected an image array, got {type(x).__name__}")
+    if len(shape) != 4:
+        raise ValueError(f"expected a batch of images [B, H, W, 3], got shape {tuple(shape)}")
+    b, h, w, c = shape
+    if c != 3:
+        raise ValueError(f"expected RGB images with 3 channels, got {c} (shape {tuple(shape)})")
+    if b == 0 or h == 0 or w == 0:
+        raise ValueError(f"empty image batch: shape {tuple(shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype}")
