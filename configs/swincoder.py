@@ -17,6 +17,10 @@ Readings of the paper (§II-A), where it leaves things open:
 * Hyper transforms follow STF's convolutional h_a / h_s (3x3 convs, GELU, two 2x resamplings),
   with widths interpolated linearly between the latent (256) and hyper-latent (192) widths. h_s
   produces one feature map (2 x 256 channels) that the entropy model consumes.
+* Entropy model of y: checkerboard x channel halves = four groups; one Swin block (token width
+  256, 8 heads, window 8) with masked self-attention over (position, half) tokens predicts the
+  mean and scale of each group from the hyperprior and earlier groups
+  (:mod:`swinjax.entropy.grouped` explains the two-stream masking).
 * AdaLN after the last layer of g_a and the first layer of g_s, conditioned on an embedding of
   lambda (QARV): sinusoidal on log lambda, MLP, shift/scale.
 """
@@ -61,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 h_s_widths=(192, 208, 224, 240, 512),
                 h_s_upsample=(1, 2, 1, 2, 1),
             ),
+            entropy=dict(kind="masked_grouped", dim=256, num_heads=8, window=8, mlp_ratio=4.0),
         )
     )
     if arg == "tiny":
@@ -82,3 +87,4 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
                  out_channels=32)
     m.g_s.update(channels=(32, 16, 16, 8), depths=(2, 1, 1, 0), heads=(2, 1, 1, 1), window=4)
     m.hyper.update(h_a_widths=(32, 32, 28, 28, 24), h_s_widths=(24, 28, 28, 32, 64))
+    m.entropy.update(dim=32, num_heads=2, window=4, mlp_ratio=2.0)

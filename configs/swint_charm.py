@@ -6,7 +6,11 @@ Hyperparameters as listed by SwinNPE (Arezki et al., §III-A): depths (d1..d6) =
 with g_a/g_s stages using d1..d4 and h_a/h_s d5, d6; channels (C1..C6) =
 (128, 192, 256, 320, 192, 192); windows 8 in g_a/g_s and 4 in h_a/h_s; Swin blocks with relative
 position bias and linear Q/K/V; heads = channels / 32. h_s ends with a patch split to 2 x C4
-channels: one hyper feature map that the ChARM mean and scale networks share.
+channels: one hyper feature map, split into a mean half and a scale half.
+
+ChARM (Minnen & Singh 2020) with 10 slices as in Zhu et al. (Fig. 12): each slice's mean and scale
+networks are three 3x3 convolutions (widths interpolated, ReLU) over the slice's 32 channels of the
+hyper mean (scale) features and all previous slices; latent residual prediction on.
 """
 
 import ml_collections
@@ -36,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 h_s=dict(channels=(192, 192), depths=(1, 5), heads=(6, 6), **hyper_swin),
                 out_channels=640,
             ),
+            entropy=dict(kind="charm", num_slices=10, max_support_slices=-1, lrp=True),
         )
     )
     if arg == "tiny":
@@ -49,11 +54,11 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
     """Shrinks the model in place, keeping its structure; ids get a ``-tiny`` suffix."""
     m = c.model
     m.id = f"{m.id}-tiny"
-    m.latent_channels = 32
+    m.latent_channels = 40  # 10 slices of 4 channels
     m.hyper_channels = 16
     m.mlp_ratio = 2.0
-    m.g_a.update(channels=(16, 16, 24, 32), depths=(1, 1, 2, 1), heads=(1, 1, 2, 2), window=4)
-    m.g_s.update(channels=(32, 24, 16, 16), depths=(1, 2, 1, 1), heads=(2, 2, 1, 1), window=4)
+    m.g_a.update(channels=(16, 16, 24, 40), depths=(1, 1, 2, 1), heads=(1, 1, 2, 2), window=4)
+    m.g_s.update(channels=(40, 24, 16, 16), depths=(1, 2, 1, 1), heads=(2, 2, 1, 1), window=4)
     m.hyper.h_a.update(channels=(16, 16), depths=(1, 1), heads=(1, 1), window=2)
     m.hyper.h_s.update(channels=(16, 16), depths=(1, 1), heads=(1, 1), window=2)
-    m.hyper.out_channels = 64
+    m.hyper.out_channels = 80

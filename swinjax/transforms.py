@@ -230,27 +230,24 @@ def build_transforms(model: Any, dtype: Any = None) -> dict[str, nn.Module]:
         _check_stages(name, model[name])
     vr = bool(model.variable_rate)
     g_a = Analysis(**_swin_kwargs(model.g_a, model), out_channels=model.g_a.get("out_channels"),
-                   first_norm="post", adaln=vr, dtype=dtype, name="g_a")
+                   first_norm="post", adaln=vr, dtype=dtype)
     g_s = Synthesis(**_swin_kwargs(model.g_s, model), out_channels=3,
-                    in_proj=bool(model.g_s.get("in_proj", False)), adaln=vr, dtype=dtype,
-                    name="g_s")
+                    in_proj=bool(model.g_s.get("in_proj", False)), adaln=vr, dtype=dtype)
     hyper = model.hyper
     if hyper.kind == "swin":
         _check_stages("hyper.h_a", hyper.h_a)
         _check_stages("hyper.h_s", hyper.h_s)
         h_a = Analysis(**_swin_kwargs(hyper.h_a, model), out_channels=hyper.h_a.get("out_channels"),
-                       first_norm="pre", dtype=dtype, name="h_a")
+                       first_norm="pre", dtype=dtype)
         h_s = Synthesis(**_swin_kwargs(hyper.h_s, model), out_channels=int(hyper.out_channels),
-                        dtype=dtype, name="h_s")
+                        dtype=dtype)
     elif hyper.kind == "conv":
         if len(hyper.h_a_widths) != len(hyper.h_a_strides):
             raise ValueError("model.hyper: h_a_widths and h_a_strides differ in length")
         if len(hyper.h_s_widths) != len(hyper.h_s_upsample):
             raise ValueError("model.hyper: h_s_widths and h_s_upsample differ in length")
-        h_a = ConvHyperAnalysis(tuple(hyper.h_a_widths), tuple(hyper.h_a_strides), dtype,
-                                name="h_a")
-        h_s = ConvHyperSynthesis(tuple(hyper.h_s_widths), tuple(hyper.h_s_upsample), dtype,
-                                 name="h_s")
+        h_a = ConvHyperAnalysis(tuple(hyper.h_a_widths), tuple(hyper.h_a_strides), dtype)
+        h_s = ConvHyperSynthesis(tuple(hyper.h_s_widths), tuple(hyper.h_s_upsample), dtype)
     else:
         raise ValueError(f"model.hyper.kind must be 'swin' or 'conv', got {hyper.kind!r}")
     return {"g_a": g_a, "g_s": g_s, "h_a": h_a, "h_s": h_s}
