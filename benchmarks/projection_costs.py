@@ -35,8 +35,10 @@ def main() -> None:
         macs = r["macs_per_part"]
         transforms = (macs["g_a"] + macs["g_s"] + macs["h_a"] + macs["h_s"]) / 1e9
         published = "223" if "charm" in name else ("178" if name.endswith("only)") else "-")
-        print(f"| {name} | {r['params'] / 1e6:.2f} | {transforms:.1f} | {r['gmacs']:.1f} | "
-              f"{published} |")
+        print(
+            f"| {name} | {r['params'] / 1e6:.2f} | {transforms:.1f} | {r['gmacs']:.1f} | "
+            f"{published} |"
+        )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,13 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
     m.hyper_channels = 24
     m.mlp_ratio = 2.0
     m.lmbda.embedding = 32
-    m.g_a.update(channels=(16, 16, 32, 32), depths=(0, 1, 1, 2), heads=(1, 1, 2, 2), window=4,
-                 out_channels=32)
+    m.g_a.update(
+        channels=(16, 16, 32, 32),
+        depths=(0, 1, 1, 2),
+        heads=(1, 1, 2, 2),
+        window=4,
+        out_channels=32,
+    )
     m.g_s.update(channels=(32, 16, 16, 8), depths=(2, 1, 1, 0), heads=(2, 1, 1, 1), window=4)
     m.hyper.update(h_a_widths=(32, 32, 28, 28, 24), h_s_widths=(24, 28, 28, 32, 64))
     m.entropy.update(dim=32, num_heads=2, window=4, mlp_ratio=2.0)

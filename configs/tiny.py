@@ -1,6 +1,6 @@
 """Tiny SwinCoder for CPU tests and quick end-to-end checks (same structure, small widths).
 
-    python -m swinjax macs --config configs/tiny.py
+python -m swinjax macs --config configs/tiny.py
 """
 
 import ml_collections

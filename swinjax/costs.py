@@ -62,8 +62,7 @@ def cost_report(config: Any, height: int = 512, width: int = 768) -> dict[str, A
     y = jax.ShapeDtypeStruct((1, hp // g, wp // g, int(m.latent_channels)), jnp.float32)
     z = jax.ShapeDtypeStruct((1, hp // f, wp // f, int(m.hyper_channels)), jnp.float32)
     params = jax.eval_shape(codec.init, jax.random.key(0), x, lmbda, jax.random.key(1))
-    hyper = jax.eval_shape(
-        lambda p, z: codec.apply(p, z, method=codec.hyper_synthesis), params, z)
+    hyper = jax.eval_shape(lambda p, z: codec.apply(p, z, method=codec.hyper_synthesis), params, z)
 
     def entropy_decode(p: Any, hyper: jax.Array, y_hat: jax.Array) -> jax.Array:
         def run(mdl: Any) -> jax.Array:
@@ -72,6 +71,7 @@ def cost_report(config: Any, height: int = 512, width: int = 768) -> dict[str, A
                 mu, _ = mdl.group_params(hyper, out, k)
                 out = mdl.fill_group(hyper, out, k, mu)
             return out
+
         return nn_apply(codec, p, run)
 
     def entropy_once(p: Any, hyper: jax.Array, y_hat: jax.Array) -> jax.Array:
@@ -83,18 +83,27 @@ def cost_report(config: Any, height: int = 512, width: int = 768) -> dict[str, A
                 mu, _ = mdl.group_params(hyper, out, k)
                 out = mdl.fill_group(hyper, out, k, mu)
             return out
+
         return nn_apply(codec, p, run)
 
     macs = {
-        "g_a": compiled_flops(lambda p, x, l: codec.apply(p, x, l, method=codec.analysis),
-                              params, x, lmbda) / 2,
-        "h_a": compiled_flops(lambda p, y: codec.apply(p, y, method=codec.hyper_analysis),
-                              params, y) / 2,
-        "h_s": compiled_flops(lambda p, z: codec.apply(p, z, method=codec.hyper_synthesis),
-                              params, z) / 2,
+        "g_a": compiled_flops(
+            lambda p, x, lm: codec.apply(p, x, lm, method=codec.analysis), params, x, lmbda
+        )
+        / 2,
+        "h_a": compiled_flops(
+            lambda p, y: codec.apply(p, y, method=codec.hyper_analysis), params, y
+        )
+        / 2,
+        "h_s": compiled_flops(
+            lambda p, z: codec.apply(p, z, method=codec.hyper_synthesis), params, z
+        )
+        / 2,
         "entropy": compiled_flops(entropy_once, params, hyper, y) / 2,
-        "g_s": compiled_flops(lambda p, y, l: codec.apply(p, y, l, method=codec.synthesis),
-                              params, y, lmbda) / 2,
+        "g_s": compiled_flops(
+            lambda p, y, lm: codec.apply(p, y, lm, method=codec.synthesis), params, y, lmbda
+        )
+        / 2,
     }
     decode = compiled_flops(entropy_decode, params, hyper, y) / 2
     total = sum(macs.values())
@@ -137,6 +146,7 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"{'lmbda_embedding':<16}{r['params_per_part']['lmbda_embedding']:>12,}")
     lines.append(f"{'total':<16}{r['params']:>12,}{r['gmacs']:>10.2f}{r['kmacs_per_pixel']:>11.1f}")
     d = r["entropy_decode_macs"]
-    lines.append(f"(entropy decoding loop as implemented: {d / 1e9:.2f} GMACs, "
-                 f"{d / px / 1e3:.1f} kMACs/px)")
+    lines.append(
+        f"(entropy decoding loop as implemented: {d / 1e9:.2f} GMACs, {d / px / 1e3:.1f} kMACs/px)"
+    )
     return "\n".join(lines)

@@ -62,9 +62,17 @@ class Analysis(nn.Module):
         for i, (c, d, h) in enumerate(zip(self.channels, self.depths, self.heads, strict=True)):
             x = PatchMerge(c, self.first_norm if i == 0 else "pre", self.dtype, name=f"merge{i}")(x)
             if d:
-                x = SwinStage(d, h, (self.window, self.window), self.mlp_ratio, self.projection,
-                              self.relative_position_bias, self.kv_stride, self.dtype,
-                              name=f"stage{i}")(x)
+                x = SwinStage(
+                    d,
+                    h,
+                    (self.window, self.window),
+                    self.mlp_ratio,
+                    self.projection,
+                    self.relative_position_bias,
+                    self.kv_stride,
+                    self.dtype,
+                    name=f"stage{i}",
+                )(x)
         if self.out_channels is not None:
             x = nn.Dense(self.out_channels, dtype=self.dtype, name="out")(x)
         if self.adaln:
@@ -111,11 +119,19 @@ class Synthesis(nn.Module):
                 raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
             x = AdaLN(self.dtype, name="adaln")(x, lmbda_embedding)
         n = len(self.channels)
-        for i, (c, d, h) in enumerate(zip(self.channels, self.depths, self.heads, strict=True)):
+        for i, (d, h) in enumerate(zip(self.depths, self.heads, strict=True)):
             if d:
-                x = SwinStage(d, h, (self.window, self.window), self.mlp_ratio, self.projection,
-                              self.relative_position_bias, self.kv_stride, self.dtype,
-                              name=f"stage{i}")(x)
+                x = SwinStage(
+                    d,
+                    h,
+                    (self.window, self.window),
+                    self.mlp_ratio,
+                    self.projection,
+                    self.relative_position_bias,
+                    self.kv_stride,
+                    self.dtype,
+                    name=f"stage{i}",
+                )(x)
             nxt = self.channels[i + 1] if i + 1 < n else self.out_channels
             # The input of the first split is the raw latent when there are no blocks and no
             # in_proj; normalising it would erase its scale, so only normalise features.
@@ -197,7 +213,9 @@ def _check_stages(name: str, spec: Any) -> None:
         raise ValueError(f"model.{name}.window must be positive, got {spec.window}")
     projection = spec.get("projection", "linear")
     if projection not in PROJECTIONS:
-        raise ValueError(f"model.{name}.projection must be one of {PROJECTIONS}, got {projection!r}")
+        raise ValueError(
+            f"model.{name}.projection must be one of {PROJECTIONS}, got {projection!r}"
+        )
 
 
 def _swin_kwargs(spec: Any, model: Any) -> dict[str, Any]:
@@ -229,18 +247,33 @@ def build_transforms(model: Any, dtype: Any = None) -> dict[str, nn.Module]:
     for name in ("g_a", "g_s"):
         _check_stages(name, model[name])
     vr = bool(model.variable_rate)
-    g_a = Analysis(**_swin_kwargs(model.g_a, model), out_channels=model.g_a.get("out_channels"),
-                   first_norm="post", adaln=vr, dtype=dtype)
-    g_s = Synthesis(**_swin_kwargs(model.g_s, model), out_channels=3,
-                    in_proj=bool(model.g_s.get("in_proj", False)), adaln=vr, dtype=dtype)
+    g_a = Analysis(
+        **_swin_kwargs(model.g_a, model),
+        out_channels=model.g_a.get("out_channels"),
+        first_norm="post",
+        adaln=vr,
+        dtype=dtype,
+    )
+    g_s = Synthesis(
+        **_swin_kwargs(model.g_s, model),
+        out_channels=3,
+        in_proj=bool(model.g_s.get("in_proj", False)),
+        adaln=vr,
+        dtype=dtype,
+    )
     hyper = model.hyper
     if hyper.kind == "swin":
         _check_stages("hyper.h_a", hyper.h_a)
         _check_stages("hyper.h_s", hyper.h_s)
-        h_a = Analysis(**_swin_kwargs(hyper.h_a, model), out_channels=hyper.h_a.get("out_channels"),
-                       first_norm="pre", dtype=dtype)
-        h_s = Synthesis(**_swin_kwargs(hyper.h_s, model), out_channels=int(hyper.out_channels),
-                        dtype=dtype)
+        h_a = Analysis(
+            **_swin_kwargs(hyper.h_a, model),
+            out_channels=hyper.h_a.get("out_channels"),
+            first_norm="pre",
+            dtype=dtype,
+        )
+        h_s = Synthesis(
+            **_swin_kwargs(hyper.h_s, model), out_channels=int(hyper.out_channels), dtype=dtype
+        )
     elif hyper.kind == "conv":
         if len(hyper.h_a_widths) != len(hyper.h_a_strides):
             raise ValueError("model.hyper: h_a_widths and h_a_strides differ in length")

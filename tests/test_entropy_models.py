@@ -1,4 +1,4 @@
-"""Behaviour of the JAX entropy models: causality, one-pass = sequential, likelihoods, quantization."""
+"""JAX entropy models: causality, one-pass = sequential, likelihoods, quantization."""
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,8 @@ def test_grouped_params_of_group_k_ignore_groups_at_or_after_k():
         mu2, scale2 = model.apply(params, hyper, y2, k, method=model.group_params)
         np.testing.assert_array_equal(np.asarray(mu)[0][masks[k]], np.asarray(mu2)[0][masks[k]])
         np.testing.assert_array_equal(
-            np.asarray(scale)[0][masks[k]], np.asarray(scale2)[0][masks[k]])
+            np.asarray(scale)[0][masks[k]], np.asarray(scale2)[0][masks[k]]
+        )
         if k > 0:  # and earlier groups do matter
             earlier = np.any(masks[:k], axis=0)
             y3 = jnp.where(earlier, y + 5.0, y)
@@ -44,10 +45,12 @@ def test_grouped_one_pass_equals_sequential():
     mu_all, scale_all = model.apply(params, hyper, y, method=model.one_pass_params)
     for k in range(4):
         mu, scale = model.apply(params, hyper, y, k, method=model.group_params)
-        np.testing.assert_allclose(np.asarray(mu)[0][masks[k]], np.asarray(mu_all)[0][masks[k]],
-                                   rtol=0, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(scale)[0][masks[k]],
-                                   np.asarray(scale_all)[0][masks[k]], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(mu)[0][masks[k]], np.asarray(mu_all)[0][masks[k]], rtol=0, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            np.asarray(scale)[0][masks[k]], np.asarray(scale_all)[0][masks[k]], rtol=0, atol=1e-6
+        )
 
 
 def test_grouped_groups_partition_the_latent_in_checkerboard_order():
@@ -91,8 +94,9 @@ def test_quantize_modes_share_offsets():
     sym = quantize(x, "symbols", off)
     assert sym.dtype == jnp.int32
     np.testing.assert_array_equal(np.asarray(sym), np.round(np.asarray(x - off)))
-    np.testing.assert_allclose(np.asarray(dequantize(sym, off)),
-                               np.asarray(quantize(x, "dequantize", off)))
+    np.testing.assert_allclose(
+        np.asarray(dequantize(sym, off)), np.asarray(quantize(x, "dequantize", off))
+    )
     g = jax.grad(lambda v: jnp.sum(quantize(v, "ste", off) ** 2))(x)
     np.testing.assert_allclose(np.asarray(g), 2 * np.asarray(quantize(x, "dequantize", off)))
     n = quantize(x, "noise", key=jax.random.key(0))

@@ -55,13 +55,16 @@ class ChARM(nn.Module):
         self.slices = channel_slices(self.latent_channels, self.num_slices)
         s = self.latent_channels // self.num_slices
         support = [self._num_support(k) * s for k in range(self.num_slices)]
-        self.mean_transforms = [SliceTransform(s + n, s, name=f"mean{k}")
-                                for k, n in enumerate(support)]
-        self.scale_transforms = [SliceTransform(s + n, s, name=f"scale{k}")
-                                 for k, n in enumerate(support)]
+        self.mean_transforms = [
+            SliceTransform(s + n, s, name=f"mean{k}") for k, n in enumerate(support)
+        ]
+        self.scale_transforms = [
+            SliceTransform(s + n, s, name=f"scale{k}") for k, n in enumerate(support)
+        ]
         if self.lrp:
-            self.lrp_transforms = [SliceTransform(2 * s + n, s, name=f"lrp{k}")
-                                   for k, n in enumerate(support)]
+            self.lrp_transforms = [
+                SliceTransform(2 * s + n, s, name=f"lrp{k}") for k, n in enumerate(support)
+            ]
 
     @property
     def num_groups(self) -> int:
@@ -86,8 +89,9 @@ class ChARM(nn.Module):
         mean_h, scale_h = jnp.split(hyper, 2, axis=-1)
         return mean_h[..., self.slices[k]], scale_h[..., self.slices[k]]
 
-    def group_params(self, hyper: jax.Array, y_hat: jax.Array, k: int
-                     ) -> tuple[jax.Array, jax.Array]:
+    def group_params(
+        self, hyper: jax.Array, y_hat: jax.Array, k: int
+    ) -> tuple[jax.Array, jax.Array]:
         """Mean and scale of slice k from its hyper features and slices < k (full-size arrays)."""
         mean_h, scale_h = self._hyper(hyper, k)
         support = self._support(y_hat, k)
@@ -97,8 +101,9 @@ class ChARM(nn.Module):
         zeros = jnp.zeros(y_hat.shape, mu_k.dtype)
         return zeros.at[..., sl].set(mu_k), zeros.at[..., sl].set(scale_k)
 
-    def fill_group(self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
-                   ) -> jax.Array:
+    def fill_group(
+        self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
+    ) -> jax.Array:
         """Writes slice k's quantized values (plus LRP) into ``y_hat``."""
         sl = self.slices[k]
         v = values[..., sl]

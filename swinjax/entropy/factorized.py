@@ -1,9 +1,9 @@
 """Deep factorized density for the hyper-latent z (Ballé et al. 2018, appendix 6.1).
 
 Each channel has its own monotone cumulative function ``c(x)`` built from ``filters`` layers of
-``softplus(H) x + b`` and ``tanh`` residuals with gates ``tanh(a)``; the probability of a unit bin is
-``sigmoid(c(x + 0.5)) - sigmoid(c(x - 0.5))``, evaluated on the side of the median where both terms
-are small (tfc's ``NoisyDeepFactorized``; CompressAI's ``EntropyBottleneck``).
+``softplus(H) x + b`` and ``tanh`` residuals with gates ``tanh(a)``; the probability of a unit
+bin is ``sigmoid(c(x + 0.5)) - sigmoid(c(x - 0.5))``, evaluated on the side of the median where
+both terms are small (tfc's ``NoisyDeepFactorized``; CompressAI's ``EntropyBottleneck``).
 
 ``quantiles [C, 3]`` are auxiliary parameters (own optimizer, DESIGN.md §8.7): trained by
 :meth:`FactorizedPrior.aux_loss` to sit at the ``tail_mass / 2`` and ``1 - tail_mass / 2``
@@ -20,6 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def _uniform_init(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.uniform(key, shape, jnp.float32, -0.5, 0.5)
 
 
 class FactorizedPrior(nn.Module):
@@ -50,18 +54,14 @@ class FactorizedPrior(nn.Module):
             matrices.append(
                 self.param(f"matrix{i}", nn.initializers.constant(init), (c, dims[i + 1], dims[i]))
             )
-            biases.append(
-                self.param(f"bias{i}", lambda k, s: jax.random.uniform(k, s, jnp.float32, -0.5, 0.5),
-                           (c, dims[i + 1], 1))
-            )
+            biases.append(self.param(f"bias{i}", _uniform_init, (c, dims[i + 1], 1)))
             if i < len(self.filters):
-                factors.append(
-                    self.param(f"factor{i}", nn.initializers.zeros, (c, dims[i + 1], 1))
-                )
+                factors.append(self.param(f"factor{i}", nn.initializers.zeros, (c, dims[i + 1], 1)))
         self.matrices, self.biases, self.factors = matrices, biases, factors
         q = self.init_scale
         self.quantiles = self.param(
-            "quantiles", lambda k, s: jnp.tile(jnp.array([[-q, 0.0, q]], jnp.float32), (s[0], 1)),
+            "quantiles",
+            lambda k, s: jnp.tile(jnp.array([[-q, 0.0, q]], jnp.float32), (s[0], 1)),
             (c, 3),
         )
 
@@ -128,8 +128,12 @@ class FactorizedPrior(nn.Module):
         first = self._logits_cumulative((med - minima - 0.5)[:, None, None], True)[:, 0, 0]
         last = self._logits_cumulative((med + maxima + 0.5)[:, None, None], True)[:, 0, 0]
         tail = jax.nn.sigmoid(first) + jax.nn.sigmoid(-last)
-        return {"pmf": pmf, "length": length, "offset": (-minima).astype(jnp.int32),
-                "tail_mass": tail}
+        return {
+            "pmf": pmf,
+            "length": length,
+            "offset": (-minima).astype(jnp.int32),
+            "tail_mass": tail,
+        }
 
 
 def trim_table_inputs(inputs: dict[str, jax.Array]) -> dict[str, np.ndarray]:

@@ -23,8 +23,9 @@ LIKELIHOOD_BOUND = 1e-9
 
 
 @functools.lru_cache(maxsize=8)
-def scale_table(minimum: float = SCALE_MIN, maximum: float = SCALE_MAX,
-                levels: int = SCALE_LEVELS) -> np.ndarray:
+def scale_table(
+    minimum: float = SCALE_MIN, maximum: float = SCALE_MAX, levels: int = SCALE_LEVELS
+) -> np.ndarray:
     """Log-spaced scales from ``minimum`` to ``maximum`` (CompressAI's bounds: 0.11 .. 256, 64).
 
     0.11 is where a zero-mean Gaussian puts ~99.99 % of its mass in the zero bin; 256 covers the

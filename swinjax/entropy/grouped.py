@@ -39,8 +39,9 @@ def token_groups(h: int, w: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def group_attention_mask(size: tuple[int, int], window: tuple[int, int],
-                         padded: tuple[int, int]) -> np.ndarray:
+def group_attention_mask(
+    size: tuple[int, int], window: tuple[int, int], padded: tuple[int, int]
+) -> np.ndarray:
     """Additive mask ``[nH, nW, 2N, 2N]``: query t may see key s iff group(s) < group(t).
 
     Padding positions (beyond ``size``) are never keys. Token order inside a window is
@@ -95,8 +96,10 @@ class MaskedGroupedModel(nn.Module):
         self.null_kv = self.param("null_kv", emb, (2, heads, d // heads))
         ws = self.window
         self.relative_position_bias_table = self.param(
-            "relative_position_bias_table", nn.initializers.truncated_normal(0.02),
-            ((2 * ws - 1) ** 2, heads))
+            "relative_position_bias_table",
+            nn.initializers.truncated_normal(0.02),
+            ((2 * ws - 1) ** 2, heads),
+        )
         self.proj = nn.Dense(d)
         self.norm2 = nn.LayerNorm(epsilon=1e-5)
         self.mlp = Mlp(int(round(d * self.mlp_ratio)))
@@ -164,15 +167,17 @@ class MaskedGroupedModel(nn.Module):
         sigma = params[..., 1, :].reshape(b, h, w, c)
         return mu, sigma
 
-    def group_params(self, hyper: jax.Array, y_hat: jax.Array, k: int
-                     ) -> tuple[jax.Array, jax.Array]:
+    def group_params(
+        self, hyper: jax.Array, y_hat: jax.Array, k: int
+    ) -> tuple[jax.Array, jax.Array]:
         """Parameters of group k with every group ``>= k`` zeroed (decoding order)."""
         _, h, w, _ = y_hat.shape
         known = np.repeat(token_groups(h, w) < k, self.latent_channels // 2, axis=-1)
         return self.one_pass_params(hyper, jnp.where(known, y_hat, 0.0))
 
-    def fill_group(self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
-                   ) -> jax.Array:
+    def fill_group(
+        self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
+    ) -> jax.Array:
         """Writes group k's values into ``y_hat``."""
         del hyper
         _, h, w, _ = y_hat.shape

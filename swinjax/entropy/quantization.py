@@ -5,8 +5,8 @@ rate the model estimates and the rate the file pays are computed on the same val
 
 Modes (tfc / CompressAI vocabulary):
 
-* ``"noise"``: ``x + u``, ``u ~ U(-0.5, 0.5)``: the differentiable proxy of quantization used for the
-  training rate (Ballé et al. 2017). No offset: noise is symmetric.
+* ``"noise"``: ``x + u``, ``u ~ U(-0.5, 0.5)``: the differentiable proxy of quantization used for
+  the training rate (Ballé et al. 2017). No offset: noise is symmetric.
 * ``"ste"``: ``round(x - offset) + offset`` in the forward pass with an identity gradient
   (straight-through): the training distortion and context of the "mixed" scheme of Minnen & Singh
   (2020).

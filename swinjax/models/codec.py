@@ -31,11 +31,17 @@ def build_context_model(model: Any) -> nn.Module:
     """The conditional entropy model of y named by ``model.entropy.kind``."""
     e = model.entropy
     if e.kind == "charm":
-        return ChARM(int(model.latent_channels), int(e.num_slices), int(e.max_support_slices),
-                     bool(e.lrp))
+        return ChARM(
+            int(model.latent_channels), int(e.num_slices), int(e.max_support_slices), bool(e.lrp)
+        )
     if e.kind == "masked_grouped":
-        return MaskedGroupedModel(int(model.latent_channels), int(e.dim), int(e.num_heads),
-                                  int(e.window), float(e.mlp_ratio))
+        return MaskedGroupedModel(
+            int(model.latent_channels),
+            int(e.dim),
+            int(e.num_heads),
+            int(e.window),
+            float(e.mlp_ratio),
+        )
     raise ValueError(f"model.entropy.kind must be 'charm' or 'masked_grouped', got {e.kind!r}")
 
 
@@ -94,20 +100,22 @@ class Codec(nn.Module):
         return self.entropy_bottleneck.likelihood(z_hat)
 
     def z_table_inputs(self) -> dict[str, jax.Array]:
-        """pmfs of the factorized prior on integer grids (for the coding tables)."""
+        """Probability tables of the factorized prior on integer grids (for the coding tables)."""
         return self.entropy_bottleneck.table_inputs()
 
     def aux_loss(self) -> jax.Array:
         """Quantile loss of the factorized prior (own optimizer)."""
         return self.entropy_bottleneck.aux_loss()
 
-    def group_params(self, hyper: jax.Array, y_hat: jax.Array, k: int
-                     ) -> tuple[jax.Array, jax.Array]:
+    def group_params(
+        self, hyper: jax.Array, y_hat: jax.Array, k: int
+    ) -> tuple[jax.Array, jax.Array]:
         """Mean and scale of group k from ``hyper`` and groups < k of ``y_hat``."""
         return self.context.group_params(hyper, y_hat, k)
 
-    def fill_group(self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
-                   ) -> jax.Array:
+    def fill_group(
+        self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
+    ) -> jax.Array:
         """Writes group k's dequantized values into ``y_hat``."""
         return self.context.fill_group(hyper, y_hat, k, values)
 
@@ -145,5 +153,11 @@ class Codec(nn.Module):
                 y_likelihoods = jnp.where(masks[k], lik, y_likelihoods)
                 y_hat = self.fill_group(hyper, y_hat, k, quantize(y, "ste", mu))
         x_hat = self.synthesis(y_hat, lmbda)
-        return {"x_hat": x_hat, "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods,
-                "y": y, "y_hat": y_hat, "z": z}
+        return {
+            "x_hat": x_hat,
+            "y_likelihoods": y_likelihoods,
+            "z_likelihoods": z_likelihoods,
+            "y": y,
+            "y_hat": y_hat,
+            "z": z,
+        }
