@@ -27,11 +27,14 @@ Readings of the paper (§II-A), where it leaves things open:
 
 import ml_collections
 
+from swinjax.config_utils import load_sibling
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the SwinCoder config; ``arg="tiny"`` gives the CPU-test variant."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    load_sibling(__file__, "common").add_training(c, lmbda=256.0, total_steps=2000000)
     c.model = ml_collections.ConfigDict(
         dict(
             id="swincoder",
@@ -77,6 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def apply_tiny(c: ml_collections.ConfigDict) -> None:
     """Shrinks the model in place to a seconds-per-step CPU variant with the same structure."""
+    load_sibling(__file__, "common").tiny_training(c)
     m = c.model
     m.id = "swincoder-tiny"
     m.latent_channels = 32

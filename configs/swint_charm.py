@@ -15,11 +15,14 @@ hyper mean (scale) features and all previous slices; latent residual prediction 
 
 import ml_collections
 
+from swinjax.config_utils import load_sibling
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the SwinT-ChARM config; ``arg="tiny"`` gives the CPU-test variant."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    load_sibling(__file__, "common").add_training(c, lmbda=1000.0, total_steps=3300000)
     swin = dict(window=8, projection="linear", relative_position_bias=True)
     hyper_swin = dict(window=4, projection="linear", relative_position_bias=True)
     c.model = ml_collections.ConfigDict(
@@ -67,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def apply_tiny(c: ml_collections.ConfigDict) -> None:
     """Shrinks the model in place, keeping its structure; ids get a ``-tiny`` suffix."""
+    load_sibling(__file__, "common").tiny_training(c)
     m = c.model
     m.id = f"{m.id}-tiny"
     m.latent_channels = 40  # 10 slices of 4 channels

@@ -120,38 +120,64 @@ class Codec(nn.Module):
         return self.context.fill_group(hyper, y_hat, k, values)
 
     # -- training forward ---------------------------------------------------------------------
-    def __call__(self, x: jax.Array, lmbda: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
-        """Training forward pass on padded ``x``.
+    def __call__(
+        self,
+        x: jax.Array,
+        lmbda: jax.Array,
+        key: jax.Array | None = None,
+        deterministic: bool = False,
+    ) -> dict[str, jax.Array]:
+        """Forward pass on padded ``x``.
+
+        Training (``deterministic=False``) uses the "mixed" quantization of Minnen & Singh (2020):
+        noisy latents for the rate, straight-through rounding for the distortion and the context.
+        SwinCoder's masked model computes all four groups in one pass; ChARM loops over slices.
+        ``deterministic=True`` rounds around medians/means and runs the group loop: the
+        estimated rate of real coding (used for validation during training).
 
         Args:
             x: ``[B, H, W, 3]`` in [0, 1], H and W multiples of the downsampling factor.
             lmbda: ``[B]`` rate-distortion weights (used by variable-rate models).
-            key: PRNG key for the quantization noise.
+            key: PRNG key for the quantization noise (training only).
+            deterministic: evaluation mode.
 
         Returns:
             ``x_hat``, ``y_likelihoods``, ``z_likelihoods``, ``y``, ``y_hat``, ``z``.
         """
-        kz, ky = jax.random.split(key)
         y = self.analysis(x, lmbda).astype(jnp.float32)
         z = self.hyper_analysis(y).astype(jnp.float32)
-        z_likelihoods = self.z_likelihood(quantize(z, "noise", key=kz))
-        z_hat = quantize(z, "ste", jax.lax.stop_gradient(self.z_medians()))
+        medians = jax.lax.stop_gradient(self.z_medians())
+        if deterministic:
+            z_hat = quantize(z, "dequantize", medians)
+            z_likelihoods = self.z_likelihood(z_hat)
+        else:
+            if key is None:
+                raise ValueError("training forward needs a PRNG key (or deterministic=True)")
+            kz, ky = jax.random.split(key)
+            z_likelihoods = self.z_likelihood(quantize(z, "noise", key=kz))
+            z_hat = quantize(z, "ste", medians)
         hyper = self.hyper_synthesis(z_hat)
-        y_tilde = quantize(y, "noise", key=ky)
-        if isinstance(self.context, MaskedGroupedModel):
+        if not deterministic and isinstance(self.context, MaskedGroupedModel):
+            y_tilde = quantize(y, "noise", key=ky)
             mu, scale = self.context.one_pass_params(hyper, y_tilde)
             y_likelihoods = gaussian_likelihood(y_tilde, mu, scale, SCALE_MIN)
             y_hat = quantize(y, "ste", mu)
         else:
+            y_rate = None if deterministic else quantize(y, "noise", key=ky)
             y_hat = jnp.zeros_like(y)
             y_likelihoods = jnp.ones_like(y)
             _, h, w, _ = y.shape
             masks = self.context.group_masks(h, w)
             for k in range(self.context.num_groups):
                 mu, scale = self.group_params(hyper, y_hat, k)
-                lik = gaussian_likelihood(y_tilde, mu, scale, SCALE_MIN)
+                if deterministic:
+                    values = quantize(y, "dequantize", mu)
+                    lik = gaussian_likelihood(values, mu, scale, SCALE_MIN)
+                else:
+                    values = quantize(y, "ste", mu)
+                    lik = gaussian_likelihood(y_rate, mu, scale, SCALE_MIN)
                 y_likelihoods = jnp.where(masks[k], lik, y_likelihoods)
-                y_hat = self.fill_group(hyper, y_hat, k, quantize(y, "ste", mu))
+                y_hat = self.fill_group(hyper, y_hat, k, values)
         x_hat = self.synthesis(y_hat, lmbda)
         return {
             "x_hat": x_hat,

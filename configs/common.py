@@ -1,0 +1,51 @@
+"""Training settings shared by every model config (not a config itself: no get_config).
+
+Keys used from the command line are part of the interface: ``total_steps``, ``checkpoint_every``,
+``mesh.data``, ``mesh.fsdp``; the others may be overridden too (``--config.lr=2e-4``).
+"""
+
+import ml_collections
+
+
+def add_training(c: ml_collections.ConfigDict, *, lmbda: float, total_steps: int) -> None:
+    """Adds the training, data, mesh and logging sections to ``c`` in place."""
+    c.total_steps = total_steps
+    c.batch_size = 8  # global batch, independent of the device count
+    c.crop = 256  # never below 128 for the full models (window geometry of the deepest stage)
+    c.lmbda = lmbda  # fixed-rate models; variable-rate models sample model.lmbda.min..max
+    c.lr = 1e-4
+    c.warmup_steps = 1000
+    c.lr_final_fraction = 0.01  # cosine decay to lr * this at total_steps
+    c.weight_decay = 1e-4  # AdamW; applied to matrices only (not biases, norms, densities)
+    c.grad_clip = 1.0
+    c.aux_lr = 1e-3  # quantiles of the factorized prior, own optimizer
+    c.max_consecutive_nonfinite = 20
+    c.log_every = 50
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.export_on_finish = True
+    c.init_from = ""  # a workdir or export to start from (perceptual stages)
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            # Empty means ../shared/datasets/{bsds500,sun-hays80,wikipedia-photos} next to the repo.
+            train_dirs="",
+            val_dirs="",  # empty: ../shared/datasets/{div2k-valid-256crops,urban100-256crops}
+            val_images=16,  # images of the validation sets used by the quick validation
+            num_workers=0,
+        )
+    )
+
+
+def tiny_training(c: ml_collections.ConfigDict) -> None:
+    """Training settings of the tiny CPU variants: small crops and batches, frequent logging."""
+    c.total_steps = 200
+    c.batch_size = 4
+    c.crop = 64  # tiny models use windows of 4: y is 4x4 and z 1x1 at this crop
+    c.lr = 3e-4
+    c.warmup_steps = 10
+    c.log_every = 10
+    c.eval_every = 100
+    c.checkpoint_every = 100
+    c.data.val_images = 4

@@ -1,0 +1,391 @@
+"""Rate-distortion training: train state, optimizers, the sharded step and the loop.
+
+The step is one ``jax.jit`` with explicit shardings and a donated state (DESIGN.md §8.6). Random
+draws (lambda per example, quantization noise) come from ``fold_in(seed key, step)`` over global
+shapes, so they do not depend on the number of devices; the data pipeline gives the same global
+batches on any number of processes. Together this makes a (4, 2) mesh of 8 devices reproduce a
+single device's run up to float reassociation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from swinjax import losses, sharding
+from swinjax.models import build_codec
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step updates (saved by Orbax as one pytree)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    nonfinite: jax.Array  # consecutive skipped updates
+    skipped: jax.Array  # skipped updates in total
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+def _is_aux(path: tuple[Any, ...]) -> bool:
+    return any(getattr(k, "key", None) == "quantiles" for k in path)
+
+
+def _decays(path: tuple[Any, ...], leaf: Any) -> bool:
+    names = [str(getattr(k, "key", "")) for k in path]
+    density = any(n.startswith(("matrix", "bias", "factor")) for n in names) and any(
+        n == "entropy_bottleneck" for n in names
+    )
+    return leaf.ndim >= 2 and not density and not _is_aux(path)
+
+
+def learning_rate(config: Any) -> optax.Schedule:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr * lr_final_fraction``."""
+    warm = max(int(config.warmup_steps), 1)
+    total = max(int(config.total_steps), warm + 1)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.lr, warm, total, end_value=config.lr * config.lr_final_fraction
+    )
+
+
+def make_optimizer(config: Any, params: Any) -> optax.GradientTransformation:
+    """AdamW (beta = 0.9, 0.999) with clipping for the model; Adam for the quantiles.
+
+    The quantiles of the factorized prior get their own optimizer (tfc / CompressAI "aux"
+    parameters, DESIGN.md §8.7) through ``optax.multi_transform``.
+    """
+    labels = jax.tree_util.tree_map_with_path(lambda p, _: "aux" if _is_aux(p) else "main", params)
+    decay_mask = jax.tree_util.tree_map_with_path(_decays, params)
+    main = optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(
+            learning_rate(config), 0.9, 0.999, weight_decay=config.weight_decay, mask=decay_mask
+        ),
+    )
+    return optax.multi_transform({"main": main, "aux": optax.adam(config.aux_lr)}, labels)
+
+
+def lmbda_for_batch(config: Any, key: jax.Array, batch: int) -> jax.Array:
+    """Per-example lambda: log-uniform in the model's range, or the config's fixed value."""
+    m = config.model
+    if m.variable_rate:
+        return losses.sample_lmbda(key, batch, float(m.lmbda.min), float(m.lmbda.max))
+    return jnp.full((batch,), float(config.lmbda), jnp.float32)
+
+
+class Trainer:
+    """Holds the codec, mesh, shardings and compiled step for one config."""
+
+    def __init__(self, config: Any, mesh: jax.sharding.Mesh | None = None) -> None:
+        """Builds the codec and the mesh (``config.mesh.data x config.mesh.fsdp``)."""
+        self.config = config
+        self.codec = build_codec(config)
+        self.mesh = mesh or sharding.make_mesh(int(config.mesh.data), int(config.mesh.fsdp))
+        b = int(config.batch_size)
+        if b % self.mesh.size:
+            raise ValueError(
+                f"batch_size={b} is not divisible by the {self.mesh.size} devices of the mesh"
+            )
+        self.x_shape = (b, int(config.crop), int(config.crop), 3)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        self.replicated = sharding.replicated(self.mesh)
+        abstract = jax.eval_shape(self._init_state, jax.random.key(0))
+        self.state_shardings = sharding.tree_shardings(self.mesh, abstract)
+        self.abstract_state = abstract
+        self._init = jax.jit(self._init_state, out_shardings=self.state_shardings)
+        self._step = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
+            out_shardings=(self.state_shardings, self.replicated),
+            donate_argnums=(0,),
+        )
+        self._eval = jax.jit(
+            self._eval_step,
+            in_shardings=(self.state_shardings.params, self.batch_sharding),
+            out_shardings=self.replicated,
+        )
+
+    def _init_state(self, key: jax.Array) -> TrainState:
+        x = jnp.zeros(self.x_shape, jnp.float32)
+        lm = jnp.ones((self.x_shape[0],), jnp.float32)
+        k1, k2 = jax.random.split(key)
+        params = self.codec.init(k1, x, lm, k2)
+        opt = make_optimizer(self.config, params)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=opt.init(params),
+            nonfinite=jnp.zeros((), jnp.int32),
+            skipped=jnp.zeros((), jnp.int32),
+        )
+
+    def init(self, seed: int) -> TrainState:
+        """Parameters created directly with their shardings."""
+        return self._init(jax.random.key(seed))
+
+    def _train_step(
+        self, state: TrainState, x: jax.Array, key: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        k_lmbda, k_noise = jax.random.split(jax.random.fold_in(key, state.step))
+        lmbda = lmbda_for_batch(self.config, k_lmbda, x.shape[0])
+
+        def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+            out = self.codec.apply(params, x, lmbda, k_noise)
+            loss, metrics = losses.rate_distortion_loss(x, out, lmbda)
+            aux = self.codec.apply(params, method=self.codec.aux_loss)
+            metrics["aux_loss"] = aux
+            return loss + aux, metrics
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        opt = make_optimizer(self.config, state.params)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.global_norm(grads)
+        ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            nonfinite=jnp.where(ok, 0, state.nonfinite + 1),
+            skipped=state.skipped + jnp.where(ok, 0, 1),
+        )
+        metrics.update(
+            grad_norm=grad_norm,
+            lr=learning_rate(self.config)(state.step),
+            skipped=new_state.skipped,
+            nonfinite=new_state.nonfinite,
+        )
+        return new_state, metrics
+
+    def step(
+        self, state: TrainState, x: jax.Array, key: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One optimisation step (state is donated)."""
+        return self._step(state, x, key)
+
+    def _eval_step(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
+        lmbda = jnp.full((x.shape[0],), float(self.config.lmbda), jnp.float32)
+        if self.config.model.variable_rate:
+            lmbda = jnp.full((x.shape[0],), float(self.config.model.lmbda.max), jnp.float32)
+        out = self.codec.apply(params, x, lmbda, deterministic=True)
+        _, metrics = losses.rate_distortion_loss(x, out, lmbda)
+        return metrics
+
+    def evaluate(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
+        """Estimated bpp and PSNR of deterministic quantization on a batch."""
+        return self._eval(params, x)
+
+
+def format_eta(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` (process 0 only)."""
+
+    def __init__(self, workdir: pathlib.Path) -> None:
+        """Opens the file for appending (a resumed run continues it)."""
+        self.enabled = jax.process_index() == 0
+        self.path = workdir / "metrics.jsonl"
+        if self.enabled:
+            workdir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Writes one record (floats rounded for readability)."""
+        if not self.enabled:
+            return
+        clean = {
+            k: (round(float(v), 6) if isinstance(v, float | np.floating) else v)
+            for k, v in record.items()
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps(clean) + "\n")
+
+
+def progress_line(step: int, total: int, m: dict[str, float], steps_per_s: float) -> str:
+    """The terminal progress line: step, loss parts, bpp, PSNR, steps/s, ETA."""
+    eta = (total - step) / steps_per_s if steps_per_s > 0 else float("inf")
+    return (
+        f"step {step}/{total}  loss {m['loss']:.4f}  bpp {m['bpp']:.4f}  "
+        f"mse {m['mse']:.5f}  psnr {m['psnr_db']:.2f} dB  aux {m['aux_loss']:.2f}  "
+        f"{steps_per_s:.2f} steps/s  ETA {format_eta(eta)}"
+    )
+
+
+def log(msg: str) -> None:
+    """Progress output of process 0, flushed immediately."""
+    if jax.process_index() == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def maybe_initialize_distributed() -> None:
+    """Joins a multi-process run when launched as one (before any other JAX call).
+
+    On TPU pods and SLURM clusters ``jax.distributed.initialize()`` finds the coordinator itself.
+    For explicit launches (and the local two-process test) set ``SWINJAX_COORDINATOR``
+    (``host:port``), ``SWINJAX_NUM_PROCESSES`` and ``SWINJAX_PROCESS_ID``; ``SWINJAX_DISTRIBUTED=1``
+    asks for auto-detection. Without any of these, nothing happens (single process).
+    """
+    import os
+
+    if jax.distributed.is_initialized():
+        return
+    coord = os.environ.get("SWINJAX_COORDINATOR")
+    if coord:
+        jax.distributed.initialize(
+            coordinator_address=coord,
+            num_processes=int(os.environ["SWINJAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["SWINJAX_PROCESS_ID"]),
+        )
+    elif os.environ.get("SWINJAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def restore_target(trainer: Trainer) -> Any:
+    """Abstract train state with shardings: what Orbax restores into."""
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        trainer.abstract_state,
+        trainer.state_shardings,
+    )
+    return abstract
+
+
+def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
+    """Trains (or resumes) ``config`` in ``workdir`` up to ``config.total_steps``.
+
+    Writes ``workdir/config.json``, ``workdir/metrics.jsonl`` (one object per logged step, the
+    final step always logged), Orbax checkpoints in ``workdir/checkpoints`` and, at the end, the
+    inference export in ``workdir/export``.
+
+    Returns:
+        The metrics of the final step (floats).
+    """
+    import grain
+
+    from swinjax import checkpoint, data
+
+    maybe_initialize_distributed()
+    workdir = pathlib.Path(workdir).resolve()
+    total = int(config.total_steps)
+    trainer = Trainer(config)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    train_iter = data.train_iterator(config, jax.process_index(), jax.process_count())
+    mgr = checkpoint.checkpoint_manager(workdir, config)
+    latest = mgr.latest_step()
+    if latest is not None:
+        restored = mgr.restore(
+            latest,
+            args=ocp_args().Composite(
+                state=ocp_args().StandardRestore(restore_target(trainer)),
+                data=grain.checkpoint.CheckpointRestore(train_iter),
+            ),
+        )
+        state = restored.state
+        log(f"resumed from {workdir / 'checkpoints'} at step {int(state.step)}")
+    else:
+        state = trainer.init(int(config.seed))
+        if config.init_from:
+            state = state.replace(params=_init_from(config, trainer, state.params))
+    key = jax.random.key(int(config.seed) + 1)
+    writer = MetricsWriter(workdir)
+    val = data.validation_batches(config) if int(config.eval_every) > 0 else None
+    start = int(state.step)
+    if start >= total:
+        log(f"nothing to do: {workdir} is already at step {start} >= total_steps={total}")
+    t0, s0 = time.perf_counter(), start
+    metrics: dict[str, float] = {}
+    for s in range(start + 1, total + 1):
+        batch = next(train_iter)
+        x = sharding.global_batch_array(trainer.mesh, batch["x"])
+        state, m = trainer.step(state, x, key)
+        if s % int(config.log_every) == 0 or s == total:
+            metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+            rate = (s - s0) / max(time.perf_counter() - t0, 1e-9)
+            writer.write({"step": s, **metrics, "steps_per_s": rate})
+            log(progress_line(s, total, metrics, rate))
+            if metrics["nonfinite"] >= int(config.max_consecutive_nonfinite):
+                mgr.wait_until_finished()
+                raise NonFiniteError(
+                    f"{int(metrics['nonfinite'])} consecutive steps had a non-finite loss or "
+                    f"gradient (at step {s}); stopping. Lower lr or grad_clip, or check the data."
+                )
+        if val is not None and (s % int(config.eval_every) == 0 or s == total):
+            v = _validate(trainer, state.params, val)
+            writer.write({"step": s, **v})
+            log(f"validation at step {s}: bpp {v['val_bpp']:.4f}  psnr {v['val_psnr_db']:.2f} dB")
+        if s % int(config.checkpoint_every) == 0 or s == total:
+            mgr.save(
+                s,
+                args=ocp_args().Composite(
+                    state=ocp_args().StandardSave(state),
+                    data=grain.checkpoint.CheckpointSave(train_iter),
+                ),
+            )
+    mgr.wait_until_finished()
+    mgr.close()
+    if config.export_on_finish and jax.process_index() == 0:
+        out = checkpoint.export(config, state.params, workdir / "export", int(state.step))
+        log(f"exported the inference model to {out}")
+    return metrics
+
+
+def ocp_args() -> Any:
+    """``orbax.checkpoint.args`` (imported lazily: Orbax is heavy to import)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.args
+
+
+def _validate(trainer: Trainer, params: Any, batches: list[np.ndarray]) -> dict[str, float]:
+    bpp, psnr, n = 0.0, 0.0, 0
+    for x in batches:
+        xs = sharding.global_batch_array(trainer.mesh, x)
+        m = jax.device_get(trainer.evaluate(params, xs))
+        bpp += float(m["bpp"]) * len(x)
+        psnr += float(m["psnr_db"]) * len(x)
+        n += len(x)
+    return {"val_bpp": bpp / max(n, 1), "val_psnr_db": psnr / max(n, 1)}
+
+
+def _init_from(config: Any, trainer: Trainer, params: Any) -> Any:
+    from swinjax.checkpoint import load_model
+
+    src = load_model(str(config.init_from))
+    if src.config_hash != _hash(config):
+        raise ValueError(
+            f"init_from={config.init_from} holds model {src.model_id!r} with a different config "
+            f"than {config.model.id!r}"
+        )
+    return jax.device_put(src.params, trainer.state_shardings.params)
+
+
+def _hash(config: Any) -> str:
+    from swinjax.checkpoint import config_hash
+
+    return config_hash(config.model)

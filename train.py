@@ -1,0 +1,54 @@
+"""Rate-distortion training.
+
+    python train.py --config configs/<name>.py[:tiny] --workdir DIR [--config.key=value ...]
+
+Defaults: ``--config configs/tiny.py`` and ``--workdir workdir/<model id>``. Restarting with the
+same workdir resumes from its latest checkpoint. Config keys are locked: a typo in
+``--config.total_stpes=10`` is an error, not a silently ignored flag.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+ROOT = pathlib.Path(__file__).resolve().parent
+FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(ROOT / "configs" / "tiny.py"), "Config file (path[:arg]).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (default: workdir/<model id>).")
+
+
+def run(argv: Sequence[str]) -> dict[str, float]:
+    """Parses ``argv`` (including the program name) and trains; returns final metrics."""
+    FLAGS.unparse_flags()
+    FLAGS(list(argv))
+    from swinjax import train_lib
+
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or str(pathlib.Path("workdir") / config.model.id)
+    return train_lib.train(config, workdir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point used by tests: ``main(["train.py", "--config", ...])``; returns exit status."""
+    from swinjax.train_lib import NonFiniteError
+
+    try:
+        run(sys.argv if argv is None else argv)
+    except (NonFiniteError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
