@@ -1,0 +1,649 @@
+"""Input pipelines (grain) over folders of images: training crops and quick validation batches.
+
+Training (:func:`train_dataset`) follows the papers' recipe: random 256x256 crops with random
+flips and 90-degree rotations. Three properties matter more than speed and are tested:
+
+* **The global batch and the data order do not depend on the number of processes.** The pipeline
+  describes one global, seeded, infinite sequence of examples (shuffle per epoch, then a random
+  crop seeded by the example's global position), groups it into global batches, and process ``p``
+  of ``P`` keeps rows ``[p*b, (p+1)*b)`` of every global batch (``b = global_batch // P``). Every
+  operation before the split is index-based (grain ``MapDataset``), so each process decodes only
+  its own rows and the concatenation of the processes' batches is the single-process batch.
+* **Checkpointable.** The returned grain iterator has ``get_state()`` / ``set_state()``; resuming
+  from a saved state yields exactly the batches an uninterrupted run would have produced (also
+  with worker processes, since the split into workers happens after all index-based steps).
+* **Never a crash on a bad file.** Files are checked from their headers when the pipeline is built
+  (unreadable, not an image, too small for the crop: skipped and counted in one warning). A file
+  that passes the header check but fails to decode later (e.g. truncated data) is replaced,
+  deterministically, by the next usable file in the list, with a warning; batch shapes never
+  change.
+
+Default data (DESIGN.md §7): training on ``../shared/datasets/{bsds500,sun-hays80,
+wikipedia-photos}`` and validation on the 256x256 DIV2K/Urban100 crops; Kodak and McMaster are
+test sets and are refused for training and validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import re
+from collections.abc import Iterable, Sequence
+
+import grain
+import numpy as np
+from absl import flags
+from PIL import Image
+
+from swinjax import imageio
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TEST_ONLY_SETS",
+    "TRAIN_SETS",
+    "VAL_SETS",
+    "DataConfigError",
+    "FileCheck",
+    "check_images",
+    "default_shared_dir",
+    "find_images",
+    "parse_dirs",
+    "resolve_dirs",
+    "train_dataset",
+    "train_pipeline",
+    "val_batches",
+]
+
+log = logging.getLogger(__name__)
+
+TRAIN_SETS = ("bsds500", "sun-hays80", "wikipedia-photos")
+VAL_SETS = ("div2k-valid-256crops", "urban100-256crops")
+# Test sets: the published anchors are on Kodak; training or tuning on them invalidates every
+# comparison (DESIGN.md §7). Matched against folder names, case-insensitively.
+TEST_ONLY_SETS = ("kodak", "mcmaster")
+_KODAK_FILE = re.compile(r"^kodim\d\d\.", re.IGNORECASE)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+_CONFIG_KEYS = {"train": "data.train_dirs", "val": "data.val_dirs"}
+# How many times a training example whose file fails to decode is replaced by the next file
+# before giving up (only reachable when most of the data set is unreadable).
+_MAX_SUBSTITUTIONS = 32
+
+
+class DataConfigError(ValueError):
+    """The configured data cannot be used (missing folder, no images, a test set for training).
+
+    The message says which config key to change, e.g. ``--config.data.train_dirs=/a,/b``.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Folders and files
+
+
+def default_shared_dir() -> pathlib.Path:
+    """``../shared/datasets`` next to the repository root (``<repo>/../shared/datasets``).
+
+    The checkout is laid out as ``<root>/main`` (this repository) beside ``<root>/shared``; the
+    data sets live in ``<root>/shared/datasets`` and are never downloaded.
+
+    Returns:
+        The resolved folder.
+
+    Raises:
+        DataConfigError: the folder does not exist; the message names the config keys to set.
+    """
+    shared = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    if not shared.is_dir():
+        raise DataConfigError(
+            f"no data folder at {shared} (the default is ../shared/datasets next to the "
+            "repository); point the config at your images instead: "
+            "--config.data.train_dirs=/path/a,/path/b --config.data.val_dirs=/path/c"
+        )
+    return shared
+
+
+def parse_dirs(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Normalises a config value to a tuple of folder names.
+
+    Config files may hold a tuple/list of paths, and the command line gives a comma-separated
+    string (``--config.data.train_dirs=/a,/b``); both are accepted. Empty entries are dropped.
+
+    Args:
+        value: ``None``, a comma-separated string, or a sequence of strings/paths.
+
+    Returns:
+        The folders, in the given order (possibly empty).
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str | os.PathLike):
+        items: Iterable[str] = os.fspath(value).split(",")
+    else:
+        items = (os.fspath(v) for v in value)
+    return tuple(s.strip() for s in items if s.strip())
+
+
+def resolve_dirs(value: str | Sequence[str] | None, *, purpose: str) -> tuple[str, ...]:
+    """The folders for ``purpose`` ("train" or "val"): the configured ones, or the defaults.
+
+    Args:
+        value: ``config.data.train_dirs`` or ``config.data.val_dirs`` (string or sequence); empty
+            means the default sets under :func:`default_shared_dir`.
+        purpose: ``"train"`` or ``"val"``.
+
+    Returns:
+        Folder paths as strings.
+
+    Raises:
+        DataConfigError: the defaults are needed but ``../shared/datasets`` (or one of its sets)
+            is missing.
+    """
+    if purpose not in _CONFIG_KEYS:
+        raise ValueError(f"purpose must be 'train' or 'val', got {purpose!r}")
+    dirs = parse_dirs(value)
+    if dirs:
+        return dirs
+    shared = default_shared_dir()
+    names = TRAIN_SETS if purpose == "train" else VAL_SETS
+    return tuple(str(shared / name) for name in names)
+
+
+def _refuse_test_sets(paths: Iterable[str], purpose: str) -> None:
+    key = _CONFIG_KEYS.get(purpose, "data.train_dirs")
+    for path in paths:
+        parts = [part.lower() for part in pathlib.Path(os.path.abspath(path)).parts]
+        hit = next((name for name in TEST_ONLY_SETS if name in parts), None)
+        if hit is None and _KODAK_FILE.match(pathlib.Path(path).name):
+            hit = "kodak"
+        if hit is not None:
+            raise DataConfigError(
+                f"{path}: {hit} is a test set and is never used for {purpose}ing "
+                f"(DESIGN.md §7: never train or tune on Kodak or McMaster); remove it from "
+                f"{key} (e.g. --config.{key}=/path/a,/path/b)"
+            )
+
+
+def find_images(
+    dirs: str | Sequence[str],
+    *,
+    purpose: str | None = None,
+) -> list[str]:
+    """All image files under ``dirs``, recursively, sorted: the same list on every host and run.
+
+    Extensions (case-insensitive): .png .jpg .jpeg .tif .tiff .webp .bmp. Hidden files and
+    folders (name starting with ".") are ignored, so editor/OS litter and half-written temporary
+    files are never read. Symlinked folders are followed. A file reached through two of the given
+    folders is listed once.
+
+    Args:
+        dirs: folders (sequence, or one comma-separated string as on the command line).
+        purpose: ``"train"`` or ``"val"`` refuses Kodak/McMaster (test sets) and names the
+            matching config key in errors; ``None`` (evaluation) accepts any folder.
+
+    Returns:
+        Sorted file paths (as given, joined with the relative path inside each folder).
+
+    Raises:
+        DataConfigError: no folder given, a folder is missing or is not a folder, a folder holds
+            no images, or a test set is used for training/validation.
+    """
+    key = _CONFIG_KEYS.get(purpose or "", "data.train_dirs or data.val_dirs")
+    folders = parse_dirs(dirs)
+    if not folders:
+        raise DataConfigError(f"no image folders given; set --config.{key}=/path/a,/path/b")
+    if purpose is not None:
+        _refuse_test_sets(folders, purpose)
+    found: dict[str, str] = {}
+    for folder in folders:
+        root = pathlib.Path(folder)
+        if not root.exists():
+            raise DataConfigError(
+                f"image folder {folder} does not exist; set --config.{key}=/path/a,/path/b"
+            )
+        if not root.is_dir():
+            raise DataConfigError(f"{folder} is not a folder; set --config.{key}=/path/a,/path/b")
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                path = os.path.join(dirpath, name)
+                found.setdefault(os.path.realpath(path), path)
+                count += 1
+        if count == 0:
+            raise DataConfigError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}; "
+                f"set --config.{key}=/path/a,/path/b"
+            )
+    files = sorted(found.values())
+    if purpose is not None:
+        _refuse_test_sets(files, purpose)
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheck:
+    """What a header check of a file list found: the usable files and what was left out, why.
+
+    Attributes:
+        usable: files whose header is readable and whose size fits (input order kept).
+        too_small: files with a side shorter than the crop.
+        unreadable: ``(path, reason)`` for files that are not usable images.
+    """
+
+    usable: tuple[str, ...]
+    too_small: tuple[str, ...]
+    unreadable: tuple[tuple[str, str], ...]
+
+    @property
+    def skipped(self) -> int:
+        """Number of files left out."""
+        return len(self.too_small) + len(self.unreadable)
+
+
+def check_images(
+    files: Sequence[str],
+    *,
+    min_size: int = 0,
+    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+    what: str = "images",
+) -> FileCheck:
+    """Sorts ``files`` into usable / too small / unreadable from their headers (no decoding).
+
+    Logs one warning with the counts and a few examples when anything is left out, so a
+    misconfigured folder is visible without flooding the log.
+
+    Args:
+        files: image paths.
+        min_size: shortest side needed (the crop); 0 accepts any size.
+        max_pixels: decompression-bomb limit of :func:`swinjax.imageio.load_image`.
+        what: name used in the warning (e.g. "training images").
+
+    Returns:
+        The :class:`FileCheck`.
+    """
+    usable: list[str] = []
+    small: list[str] = []
+    bad: list[tuple[str, str]] = []
+    for path in files:
+        try:
+            height, width = imageio.image_size(path, max_pixels=max_pixels)
+        except imageio.ImageError as err:
+            bad.append((path, str(err)))
+            continue
+        if min(height, width) < min_size:
+            small.append(path)
+        else:
+            usable.append(path)
+    result = FileCheck(tuple(usable), tuple(small), tuple(bad))
+    if result.skipped:
+        examples = [f"{p} (smaller than {min_size} px)" for p in small[:3]]
+        examples += [reason for _, reason in bad[:3]]
+        log.warning(
+            "%s: skipped %d of %d files (%d smaller than %d px, %d unreadable), e.g. %s",
+            what,
+            result.skipped,
+            len(files),
+            len(small),
+            min_size,
+            len(bad),
+            "; ".join(examples),
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def _upscale_to(image: np.ndarray, min_side: int) -> np.ndarray:
+    """Bicubic upscale so the shorter side is ``min_side`` (aspect ratio kept)."""
+    height, width = image.shape[:2]
+    scale = min_side / min(height, width)
+    size = (max(min_side, round(width * scale)), max(min_side, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+
+
+class _RandomCropFlipRotate(grain.transforms.RandomMap):
+    """File index -> ``uint8 [crop, crop, 3]``: random crop, horizontal flip, 90-degree rotation.
+
+    grain seeds ``rng`` from the pipeline seed and the example's global position, so the result
+    does not depend on which process or worker computes it. The draws are made in a fixed order
+    (top, left, flip, rotation) whatever happens, and a file that fails to decode is replaced by
+    the next file in the list, so substitution is deterministic as well.
+    """
+
+    def __init__(
+        self, files: Sequence[str], crop: int, upscale_small: bool, max_pixels: int | None
+    ):
+        self._files = tuple(files)
+        self._crop = crop
+        self._upscale_small = upscale_small
+        self._max_pixels = max_pixels
+        self._substitutions = 0  # per worker process; reported in the warnings
+
+    def _load(self, index: int) -> np.ndarray:
+        n = len(self._files)
+        errors = []
+        for attempt in range(min(_MAX_SUBSTITUTIONS, n)):
+            path = self._files[(index + attempt) % n]
+            try:
+                image = imageio.load_image(path, max_pixels=self._max_pixels)
+            except imageio.ImageError as err:
+                errors.append(str(err))
+            else:
+                if min(image.shape[:2]) < self._crop:
+                    if self._upscale_small:
+                        image = _upscale_to(image, self._crop)
+                    else:
+                        errors.append(f"{path}: smaller than the {self._crop} px crop")
+                        image = None
+                if image is not None:
+                    if attempt:
+                        self._substitutions += attempt
+                        log.warning(
+                            "training data: replaced %d unusable file(s) by %s "
+                            "(%d replacements so far in this process): %s",
+                            attempt,
+                            path,
+                            self._substitutions,
+                            "; ".join(errors),
+                        )
+                    return image
+        raise RuntimeError(
+            f"training data: {len(errors)} consecutive files are unusable, last: {errors[-1]}"
+        )
+
+    def random_map(self, element: int, rng: np.random.Generator) -> np.ndarray:
+        """Loads file ``element`` and returns an augmented square crop."""
+        top_u, left_u = rng.random(2)
+        flip = bool(rng.integers(2))
+        quarter_turns = int(rng.integers(4))
+        image = self._load(int(element))
+        height, width = image.shape[:2]
+        top = int(top_u * (height - self._crop + 1))
+        left = int(left_u * (width - self._crop + 1))
+        out = image[top : top + self._crop, left : left + self._crop]
+        if flip:
+            out = out[:, ::-1]
+        out = np.rot90(out, quarter_turns)
+        return np.ascontiguousarray(out)
+
+
+class _ToModelBatch(grain.transforms.Map):
+    """``uint8 [b, c, c, 3]`` -> ``{"x": float32 in [0, 1]}`` (DESIGN.md §3)."""
+
+    def map(self, element: np.ndarray) -> dict[str, np.ndarray]:
+        """Converts one per-process batch."""
+        return {"x": imageio.to_float(element)}
+
+
+def _example_order(num_files: int, seed: int) -> grain.MapDataset:
+    """The global, infinite sequence of file indices: a fresh seeded permutation every epoch.
+
+    grain's ``shuffle`` folds the epoch number into its seed, so ``shuffle`` before ``repeat``
+    reshuffles each epoch while every epoch still holds every file exactly once. ``seed`` also
+    seeds the downstream ``random_map`` (grain derives a distinct seed per operation).
+    """
+    return grain.MapDataset.range(num_files).seed(seed).shuffle().repeat(None)
+
+
+def train_pipeline(
+    files: Sequence[str],
+    *,
+    crop: int = 256,
+    global_batch: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    num_workers: int = 0,
+    num_threads: int = 4,
+    prefetch: int = 2,
+    small_images: str = "skip",
+    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+) -> grain.IterDataset:
+    """The training pipeline as a grain ``IterDataset``; :func:`train_dataset` iterates it.
+
+    See :func:`train_dataset` for the arguments and policies.
+
+    Returns:
+        An infinite ``IterDataset`` of ``{"x": float32 [global_batch // shard_count, crop, crop,
+        3]}``.
+    """
+    if crop <= 0:
+        raise ValueError(f"crop must be positive, got {crop}")
+    if global_batch <= 0 or shard_count <= 0 or global_batch % shard_count:
+        raise ValueError(
+            f"global_batch ({global_batch}) must be a positive multiple of the number of "
+            f"processes ({shard_count})"
+        )
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    if small_images not in ("skip", "upscale"):
+        raise ValueError(f"small_images must be 'skip' or 'upscale', got {small_images!r}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    _refuse_test_sets(files, "train")
+    checked = check_images(
+        files,
+        min_size=crop if small_images == "skip" else 0,
+        max_pixels=max_pixels,
+        what="training images",
+    )
+    if not checked.usable:
+        raise DataConfigError(
+            f"none of the {len(files)} training files is usable (all unreadable or smaller than "
+            f"the {crop} px crop); set --config.data.train_dirs=/path/a,/path/b"
+        )
+    per_process = global_batch // shard_count
+    augment = _RandomCropFlipRotate(
+        checked.usable, crop, upscale_small=small_images == "upscale", max_pixels=max_pixels
+    )
+    ds = (
+        _example_order(len(checked.usable), seed)
+        .random_map(augment)  # seeded by the global example index
+        # Per-process pieces of global batches: global batch k is the concatenation of the
+        # pieces k*P .. k*P+P-1, and process p takes piece k*P+p.
+        .batch(per_process, drop_remainder=True)
+        .slice(slice(shard_index, None, shard_count))
+        .map(_ToModelBatch())
+    )
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(prefetch, num_threads))
+    )
+    if num_workers > 0:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch)
+        )
+    return it_ds
+
+
+def train_dataset(
+    files: Sequence[str],
+    *,
+    crop: int = 256,
+    global_batch: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    num_workers: int = 0,
+    num_threads: int = 4,
+    prefetch: int = 2,
+    small_images: str = "skip",
+    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+) -> grain.DatasetIterator:
+    """Infinite iterator of this process's share of shuffled, augmented global training batches.
+
+    Every example is a random ``crop x crop`` window of a random image, flipped horizontally with
+    probability 1/2 and rotated by a uniformly drawn multiple of 90 degrees (crops are square, so
+    shapes never change). Images are reshuffled every epoch; all randomness derives from ``seed``
+    and the example's position in the global sequence.
+
+    Policies:
+
+    * **Small images** (a side shorter than ``crop``): ``small_images="skip"`` (default) leaves
+      them out when the pipeline is built, counted in one warning. Upscaling would teach the
+      codec blurry content and reflection padding would teach it mirrored seams, both unlike
+      real photos. ``"upscale"`` (bicubic, shorter side to ``crop``) is available for folders of
+      small images.
+    * **Unreadable files** (not an image, empty, corrupt header, over ``max_pixels``): left out
+      when the pipeline is built, counted in the same warning. A file that decodes badly later
+      (truncated data) is replaced by the next usable file of the (sorted) list, logged with a
+      running count; the batch keeps its shape and the replacement is the same on every run.
+    * **Grayscale, palette, CMYK, 16-bit, RGBA, EXIF-rotated** files are converted to RGB by
+      :func:`swinjax.imageio.load_image` (alpha dropped).
+
+    Args:
+        files: image paths (e.g. from :func:`find_images`); Kodak/McMaster files are refused.
+        crop: side of the square training crops (the full models need >= 128: a smaller crop
+            changes the deepest stage's window geometry; that rule is checked by the trainer).
+        global_batch: examples per step over all processes; must be divisible by
+            ``shard_count``.
+        seed: data seed in ``[0, 2**32)``; the same seed gives the same batches.
+        shard_index: this process's index (``jax.process_index()``).
+        shard_count: number of processes (``jax.process_count()``).
+        num_workers: grain worker processes (0 = decode in threads of this process). With
+            workers, absl flags must be parsed (they are marked parsed here if not) and the
+            program's entry point needs an ``if __name__ == "__main__":`` guard.
+        num_threads: decoding threads per process (or per worker).
+        prefetch: batches buffered ahead (per process, or per worker; at least ``num_threads``).
+        small_images: ``"skip"`` or ``"upscale"``; see above.
+        max_pixels: decompression-bomb limit per image (see :func:`swinjax.imageio.load_image`).
+
+    Returns:
+        A grain ``DatasetIterator`` of ``{"x": float32 [global_batch // shard_count, crop, crop,
+        3]}`` in ``[0, 1]``, with ``get_state()`` / ``set_state()`` for checkpoints (the state is
+        a small JSON-serialisable dict; ``grain.checkpoint`` handlers store it with Orbax).
+
+    Raises:
+        DataConfigError: a test set is given, or no file is usable.
+        ValueError: inconsistent sizes or seeds.
+    """
+    return iter(
+        train_pipeline(
+            files,
+            crop=crop,
+            global_batch=global_batch,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            num_workers=num_workers,
+            num_threads=num_threads,
+            prefetch=prefetch,
+            small_images=small_images,
+            max_pixels=max_pixels,
+        )
+    )
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """Marks absl flags parsed: grain reads its settings from them, also in worker processes.
+
+    An unparsed flag registry (a library call or a test, not an ``absl.app`` program) would make
+    the workers fail with ``UnparsedFlagAccessError``; marking it parsed keeps the defaults and
+    does not stop a later ``FLAGS(argv)`` from parsing the real command line.
+    """
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+class _CentreCrop(grain.transforms.Map):
+    """File index -> ``(uint8 [crop, crop, 3], valid)``; an unreadable file gives zeros, False."""
+
+    def __init__(self, files: Sequence[str], crop: int, max_pixels: int | None):
+        self._files = tuple(files)
+        self._crop = crop
+        self._max_pixels = max_pixels
+
+    def map(self, element: int) -> tuple[np.ndarray, bool]:
+        """Loads file ``element`` and cuts out its centre."""
+        path = self._files[int(element)]
+        c = self._crop
+        try:
+            image = imageio.load_image(path, max_pixels=self._max_pixels)
+            if min(image.shape[:2]) < c:
+                raise imageio.ImageError(f"{path}: smaller than the {c} px crop")
+        except imageio.ImageError as err:
+            log.warning("validation data: %s; masked out of this batch", err)
+            return np.zeros((c, c, 3), np.uint8), False
+        height, width = image.shape[:2]
+        top, left = (height - c) // 2, (width - c) // 2
+        return np.ascontiguousarray(image[top : top + c, left : left + c]), True
+
+
+class _PadAndMask(grain.transforms.Map):
+    """List of ``(crop, valid)`` -> ``{"x": float32 [batch, ...], "mask": bool [batch]}``."""
+
+    def __init__(self, batch: int, crop: int):
+        self._batch = batch
+        self._crop = crop
+
+    def map(self, element: Sequence[tuple[np.ndarray, bool]]) -> dict[str, np.ndarray]:
+        """Stacks a (possibly partial) batch and pads it to the full batch size."""
+        x = np.zeros((self._batch, self._crop, self._crop, 3), np.uint8)
+        mask = np.zeros((self._batch,), bool)
+        for i, (image, valid) in enumerate(element):
+            x[i] = image
+            mask[i] = valid
+        return {"x": imageio.to_float(x), "mask": mask}
+
+
+def val_batches(
+    files: Sequence[str],
+    batch: int,
+    crop: int = 256,
+    *,
+    num_threads: int = 4,
+    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+) -> grain.IterDataset:
+    """Deterministic centre crops of every usable file, once, in order, for quick validation.
+
+    Policies: files whose header is unreadable or whose shorter side is below ``crop`` are left
+    out when the pipeline is built (one counted warning; validation numbers need one fixed size
+    and no invented pixels). The **last partial batch is padded** to ``batch`` with zero images
+    and ``mask`` is ``False`` on the padding, so every batch has one static shape (one
+    compilation) and ``mean(metric[mask])`` over all batches averages each file exactly once. A
+    file that fails to decode later is masked out the same way (warning), never a crash.
+
+    Args:
+        files: image paths (e.g. :func:`find_images` of the validation folders).
+        batch: batch size (this process's; validation is not sharded across processes).
+        crop: side of the centre crops.
+        num_threads: decoding threads.
+        max_pixels: decompression-bomb limit per image.
+
+    Returns:
+        A re-iterable grain ``IterDataset`` of ``{"x": float32 [batch, crop, crop, 3],
+        "mask": bool [batch]}``; each ``iter()`` starts again from the first file.
+
+    Raises:
+        DataConfigError: a test set is given, or no file is usable.
+    """
+    if batch <= 0 or crop <= 0:
+        raise ValueError(f"batch and crop must be positive, got batch={batch}, crop={crop}")
+    _refuse_test_sets(files, "val")
+    checked = check_images(files, min_size=crop, max_pixels=max_pixels, what="validation images")
+    if not checked.usable:
+        raise DataConfigError(
+            f"none of the {len(files)} validation files is usable (all unreadable or smaller "
+            f"than the {crop} px crop); set --config.data.val_dirs=/path/a,/path/b"
+        )
+    ds = (
+        grain.MapDataset.range(len(checked.usable))
+        .map(_CentreCrop(checked.usable, crop, max_pixels))
+        .batch(batch, batch_fn=list)
+        .map(_PadAndMask(batch, crop))
+    )
+    return ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=num_threads)
+    )
