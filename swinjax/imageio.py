@@ -132,6 +132,8 @@ def _open_checked(path: pathlib.Path, max_pixels: int | None) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise _fail(path, f"refused as a possible decompression bomb: {err}") from None
     except Image.UnidentifiedImageError:
+        if _header_says_zero_size(path):
+            raise _fail(path, "zero-size image (width or height is 0)") from None
         raise _fail(path, "not a recognised image file (Pillow cannot identify it)") from None
     except PermissionError:
         raise _fail(path, "permission denied") from None
@@ -150,6 +152,20 @@ def _open_checked(path: pathlib.Path, max_pixels: int | None) -> Image.Image:
         im.close()
         raise _fail(path, problem)
     return im
+
+
+def _header_says_zero_size(path: pathlib.Path) -> bool:
+    """Whether a PNG/GIF header declares a zero width or height (Pillow says "unidentified")."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return False
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) == 24:
+        return int.from_bytes(head[16:20], "big") == 0 or int.from_bytes(head[20:24], "big") == 0
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little") == 0 or int.from_bytes(head[8:10], "little") == 0
+    return False
 
 
 def image_size(
