@@ -383,7 +383,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise TypeError(f"to_float expects uint8 pixels, got {arr.dtype}")
-    return arr.astype(np.float32) * np.float32(1.0 / 255.0)
+    return arr.astype(np.float32) / np.float32(255.0)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
