@@ -9,6 +9,8 @@ flips and 90-degree rotations. Three properties matter more than speed and are t
   of ``P`` keeps rows ``[p*b, (p+1)*b)`` of every global batch (``b = global_batch // P``). Every
   operation before the split is index-based (grain ``MapDataset``), so each process decodes only
   its own rows and the concatenation of the processes' batches is the single-process batch.
+  (grain's record sharding, ``ShardOptions``/``ShardByJaxProcess``, interleaves examples over
+  processes instead, which makes the composition of a global batch depend on the process count.)
 * **Checkpointable.** The returned grain iterator has ``get_state()`` / ``set_state()``; resuming
   from a saved state yields exactly the batches an uninterrupted run would have produced (also
   with worker processes, since the split into workers happens after all index-based steps).
@@ -189,21 +191,20 @@ def find_images(
         DataConfigError: no folder given, a folder is missing or is not a folder, a folder holds
             no images, or a test set is used for training/validation.
     """
-    key = _CONFIG_KEYS.get(purpose or "", "data.train_dirs or data.val_dirs")
+    key = _CONFIG_KEYS.get(purpose or "")
+    hint = f"; set --config.{key}=/path/a,/path/b" if key else ""
     folders = parse_dirs(dirs)
     if not folders:
-        raise DataConfigError(f"no image folders given; set --config.{key}=/path/a,/path/b")
+        raise DataConfigError(f"no image folders given{hint}")
     if purpose is not None:
         _refuse_test_sets(folders, purpose)
     found: dict[str, str] = {}
     for folder in folders:
         root = pathlib.Path(folder)
         if not root.exists():
-            raise DataConfigError(
-                f"image folder {folder} does not exist; set --config.{key}=/path/a,/path/b"
-            )
+            raise DataConfigError(f"image folder {folder} does not exist{hint}")
         if not root.is_dir():
-            raise DataConfigError(f"{folder} is not a folder; set --config.{key}=/path/a,/path/b")
+            raise DataConfigError(f"{folder} is not a folder{hint}")
         count = 0
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -214,10 +215,7 @@ def find_images(
                 found.setdefault(os.path.realpath(path), path)
                 count += 1
         if count == 0:
-            raise DataConfigError(
-                f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}; "
-                f"set --config.{key}=/path/a,/path/b"
-            )
+            raise DataConfigError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}{hint}")
     files = sorted(found.values())
     if purpose is not None:
         _refuse_test_sets(files, purpose)

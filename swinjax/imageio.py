@@ -32,9 +32,6 @@ __all__ = [
 # codec is meant for (CLIC ~2048x1376, the 4096x4096 stress test), far below what exhausts a host.
 DEFAULT_MAX_PIXELS = 1 << 27
 
-# Modes Pillow converts to RGB exactly (or as well as Pillow can, for CMYK/LAB/HSV) with
-# ``Image.convert("RGB")``. Alpha-carrying and high-bit-depth modes are handled separately.
-_CONVERT_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _HIGH_DEPTH_GRAY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
@@ -107,8 +104,8 @@ def _to_rgb_array(im: Image.Image, path: os.PathLike | str, alpha: str) -> np.nd
             rgb = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
             return np.rint(rgb).astype(np.uint8)
         return np.ascontiguousarray(rgb)
-    if mode in _CONVERT_MODES or mode.startswith("I;16"):
-        return np.asarray(im.convert("RGB"))
+    # 1, L, P, RGB, RGBX, CMYK, YCbCr, LAB, HSV: Pillow's conversion (exact except CMYK/LAB/HSV,
+    # which are converted as well as Pillow can without colour management).
     try:
         return np.asarray(im.convert("RGB"))
     except Exception as err:  # noqa: BLE001 - any Pillow failure is reported as one line
@@ -248,14 +245,15 @@ def load_image(
     p = pathlib.Path(path)
     im = _open_checked(p, max_pixels)
     with im:
+        # Pillow decodes 16-bit PNG colour by truncation; spot it from the raw mode before loading.
+        png16 = im.format == "PNG" and bool(im.tile) and str(im.tile[0].args).endswith(";16B")
         try:
             im.load()
         except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises many types
             raise _fail(
                 path, f"corrupt or truncated image data ({type(err).__name__}: {err})"
             ) from None
-        high16 = im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA")
-        low = _png16_low_bytes(p) if high16 and _is_png16(p) else None
+        low = _png16_low_bytes(p) if png16 and im.mode in ("RGB", "RGBA", "LA") else None
         try:
             oriented = ImageOps.exif_transpose(im)
             low = ImageOps.exif_transpose(low) if low is not None else None
@@ -270,13 +268,6 @@ def load_image(
     if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
         raise _fail(path, f"decoded to unexpected array {rgb.dtype}{list(rgb.shape)}")
     return np.ascontiguousarray(rgb)
-
-
-def _is_png16(path: pathlib.Path) -> bool:
-    """True when the PNG's IHDR says 16 bits per sample (read from the first 26 bytes)."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    return len(head) == 26 and head[12:16] == b"IHDR" and head[24] == 16
 
 
 def save_png(
