@@ -517,7 +517,9 @@ def train_dataset(
     Returns:
         A grain ``DatasetIterator`` of ``{"x": float32 [global_batch // shard_count, crop, crop,
         3]}`` in ``[0, 1]``, with ``get_state()`` / ``set_state()`` for checkpoints (the state is
-        a small JSON-serialisable dict; ``grain.checkpoint`` handlers store it with Orbax).
+        a small JSON-serialisable dict; ``grain.checkpoint`` handlers store it with Orbax). Call
+        ``close()`` when done and drop the reference: it stops threads and worker processes (an
+        iterator left to interpreter shutdown makes grain print "Exception ignored in __del__").
 
     Raises:
         DataConfigError: a test set is given, or no file is usable.

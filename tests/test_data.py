@@ -85,6 +85,8 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         data.find_images([str(tmp_path / "nope")], purpose="train")
     with pytest.raises(DataConfigError, match="--config.data.val_dirs="):
         data.find_images(str(tmp_path / "nope"), purpose="val")
+    with pytest.raises(DataConfigError, match="does not exist$"):
+        data.find_images([str(tmp_path / "nope")])  # evaluation: no config key to suggest
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataConfigError, match="no images"):
         data.find_images([str(tmp_path / "empty")])
