@@ -72,13 +72,13 @@ def _png16_low_bytes(path: os.PathLike | str) -> Image.Image | None:
     apply (the caller then keeps Pillow's truncated values: at most one level off).
     """
     try:
-        im = Image.open(path)
-        if im.format != "PNG" or len(im.tile) != 1 or not str(im.tile[0].args).endswith(";16B"):
-            return None
-        tile = im.tile[0]
-        im.tile = [tile._replace(args=str(tile.args)[: -len("16B")] + "16L")]
-        im.load()
-        return im
+        with Image.open(path) as im:
+            args = str(im.tile[0].args) if len(im.tile) == 1 else ""
+            if im.format != "PNG" or not args.endswith(";16B"):
+                return None
+            im.tile = [im.tile[0]._replace(args=args[: -len("16B")] + "16L")]
+            im.load()
+            return im.copy()
     except Exception:  # noqa: BLE001 - an optional refinement; truncation is the fallback
         return None
 
