@@ -1,0 +1,76 @@
+"""Shared test set-up: JAX on CPU, tiny configs of the three architectures, cheap compiles.
+
+Only ``JAX_PLATFORMS`` is defaulted (these are CPU tests and must not grab an accelerator); no XLA
+flags are set here, so tests that need e.g. several host devices can still set their own.
+"""
+
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from swinjax.config_utils import load_config  # noqa: E402
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+# name -> config spec of the tiny variant of each architecture.
+TINY_CONFIGS = {
+    "swincoder": f"{CONFIG_DIR / 'tiny.py'}",
+    "swinnpe": f"{CONFIG_DIR / 'swinnpe.py'}:tiny",
+    "swint_charm": f"{CONFIG_DIR / 'swint_charm.py'}:tiny",
+}
+
+# Per-computation compiler options (not global flags): the test programs are tiny, so XLA's CPU
+# optimisation passes cost far more than they save (a tiny SwinNPE g_a backward pass compiles in
+# ~2 s instead of ~15 s). Tried in order; an option this XLA does not know falls back to the next.
+_FAST_COMPILE_OPTIONS = (
+    {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
+    {"xla_backend_optimization_level": 0},
+    {},
+)
+
+
+def load_tiny(name: str):
+    """A fresh (mutable) copy of the tiny config of architecture ``name``."""
+    return load_config(TINY_CONFIGS[name])
+
+
+def compile_fast(fn, *args):
+    """``jax.jit(fn)`` compiled for ``args`` with cheap compiler options; returns the executable.
+
+    Static (non-array) arguments must be closed over by ``fn``.
+    """
+    lowered = jax.jit(fn).lower(*args)
+    for i, options in enumerate(_FAST_COMPILE_OPTIONS):
+        try:
+            return lowered.compile(compiler_options=options)
+        except Exception as e:  # an unknown option: INVALID_ARGUMENT "No such compile option"
+            if i == len(_FAST_COMPILE_OPTIONS) - 1 or "compile option" not in str(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def run_fast(fn, *args):
+    """Compiles ``fn`` with :func:`compile_fast` and runs it once on ``args``."""
+    return compile_fast(fn, *args)(*args)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The loader :func:`load_tiny`, for tests that pick architectures themselves."""
+    return load_tiny
+
+
+@pytest.fixture(scope="session")
+def fast():
+    """:func:`run_fast`: jit, compile cheaply, run once."""
+    return run_fast
+
+
+@pytest.fixture(params=sorted(TINY_CONFIGS))
+def tiny_config(request):
+    """The tiny config of each architecture in turn (parametrised fixture)."""
+    return load_tiny(request.param)
