@@ -183,11 +183,12 @@ class Trainer:
         if self.config.model.variable_rate:
             lmbda = jnp.full((x.shape[0],), float(self.config.model.lmbda.max), jnp.float32)
         out = self.codec.apply(params, x, lmbda, deterministic=True)
-        _, metrics = losses.rate_distortion_loss(x, out, lmbda)
-        return metrics
+        dist = losses.mse(x, out["x_hat"])
+        rate = losses.bpp(out["y_likelihoods"], out["z_likelihoods"], x.shape[1] * x.shape[2])
+        return {"bpp": rate, "psnr_db": losses.psnr_db(dist)}
 
     def evaluate(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
-        """Estimated bpp and PSNR of deterministic quantization on a batch."""
+        """Per-example estimated bpp and PSNR of deterministic quantization on a batch."""
         return self._eval(params, x)
 
 
@@ -295,7 +296,19 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-    train_iter = data.train_iterator(config, jax.process_index(), jax.process_count())
+    check_crop(config)
+    train_files = data.find_images(
+        data.resolve_dirs(config.data.train_dirs, purpose="train"), purpose="train"
+    )
+    train_iter = data.train_dataset(
+        train_files,
+        crop=int(config.crop),
+        global_batch=int(config.batch_size),
+        seed=int(config.seed),
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        num_workers=int(config.data.num_workers),
+    )
     mgr = checkpoint.checkpoint_manager(workdir, config)
     latest = mgr.latest_step()
     if latest is not None:
@@ -314,7 +327,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
             state = state.replace(params=_init_from(config, trainer, state.params))
     key = jax.random.key(int(config.seed) + 1)
     writer = MetricsWriter(workdir)
-    val = data.validation_batches(config) if int(config.eval_every) > 0 else None
+    val = validation_batches(config) if int(config.eval_every) > 0 else None
     start = int(state.step)
     if start >= total:
         log(f"nothing to do: {workdir} is already at step {start} >= total_steps={total}")
@@ -349,6 +362,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
             )
     mgr.wait_until_finished()
     mgr.close()
+    train_iter.close()
     if config.export_on_finish and jax.process_index() == 0:
         out = checkpoint.export(config, state.params, workdir / "export", int(state.step))
         log(f"exported the inference model to {out}")
@@ -362,15 +376,46 @@ def ocp_args() -> Any:
     return ocp.args
 
 
-def _validate(trainer: Trainer, params: Any, batches: list[np.ndarray]) -> dict[str, float]:
-    bpp, psnr, n = 0.0, 0.0, 0
-    for x in batches:
-        xs = sharding.global_batch_array(trainer.mesh, x)
+def check_crop(config: Any) -> None:
+    """Full models need crops of at least 128: smaller ones change the deepest window geometry."""
+    crop, f = int(config.crop), 64
+    if crop % f:
+        raise ValueError(f"crop={crop} must be a multiple of the model's downsampling factor {f}")
+    if not str(config.model.id).endswith("-tiny") and crop < 128:
+        raise ValueError(
+            f"crop={crop} is below 128: the deepest stage of {config.model.id} would see fewer "
+            "tokens than its window (use --config.crop=256, the papers' setting)"
+        )
+
+
+def validation_batches(config: Any) -> list[dict[str, np.ndarray]]:
+    """The quick-validation set: centre crops of the first ``data.val_images`` files.
+
+    Every process loads the same files in batches of its share of ``batch_size``: the global
+    batch then holds each file once per process, which leaves masked means unchanged.
+    """
+    from swinjax import data
+
+    files = data.find_images(data.resolve_dirs(config.data.val_dirs, purpose="val"), purpose="val")
+    files = files[: int(config.data.val_images)]
+    local = int(config.batch_size) // jax.process_count()
+    return list(data.val_batches(files, local, int(config.crop)))
+
+
+def _validate(
+    trainer: Trainer, params: Any, batches: list[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    bpp, psnr = [], []
+    for b in batches:
+        xs = sharding.global_batch_array(trainer.mesh, b["x"])
+        mask = np.asarray(jax.device_get(sharding.global_batch_array(trainer.mesh, b["mask"])))
         m = jax.device_get(trainer.evaluate(params, xs))
-        bpp += float(m["bpp"]) * len(x)
-        psnr += float(m["psnr_db"]) * len(x)
-        n += len(x)
-    return {"val_bpp": bpp / max(n, 1), "val_psnr_db": psnr / max(n, 1)}
+        bpp.append(np.asarray(m["bpp"])[mask])
+        psnr.append(np.asarray(m["psnr_db"])[mask])
+    return {
+        "val_bpp": float(np.concatenate(bpp).mean()),
+        "val_psnr_db": float(np.concatenate(psnr).mean()),
+    }
 
 
 def _init_from(config: Any, trainer: Trainer, params: Any) -> Any:
