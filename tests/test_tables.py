@@ -234,7 +234,7 @@ def test_factorized_tables_from_the_jax_prior():
 
     prior = FactorizedPrior(channels=3)
     params = prior.init(jax.random.key(0), np.zeros((1, 3), np.float32), method=prior.likelihood)
-    raw = trim_table_inputs(prior.apply(params, method=prior.table_inputs))
+    raw = trim_table_inputs(prior.apply(params, 512, method=prior.table_inputs))
     tables = T.build_factorized_tables(raw["pmf"], raw["length"], raw["offset"], raw["tail_mass"])
     np.testing.assert_array_equal(tables.cdf_length, raw["length"] + 2)
     np.testing.assert_array_equal(tables.cdf_offset, raw["offset"])
