@@ -98,9 +98,9 @@ class ImageCodec:
     def _lmbda(self, lmbda: float | None) -> float:
         m = self.model
         if m.variable_rate:
-            if lmbda is None:
-                raise ValueError("this model is variable-rate: give lmbda")
             lo, hi = float(m.lmbda.min), float(m.lmbda.max)
+            if lmbda is None:  # the geometric middle of the trained range
+                return float(np.sqrt(lo * hi))
             if not lo <= float(lmbda) <= hi:
                 raise ValueError(f"lmbda={lmbda} is outside the model's range [{lo:g}, {hi:g}]")
             return float(lmbda)
