@@ -131,13 +131,15 @@ def _row_order(idx: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
     pos_bits = max(1, (n - 1).bit_length())
     row_bits = max(1, (num_rows - 1).bit_length())
     dt = np.uint32 if pos_bits + row_bits <= 32 else np.uint64
-    key = idx.astype(dt) << dt(pos_bits)
+    key = idx.astype(dt)
+    key <<= dt(pos_bits)
     key |= np.arange(n, dtype=dt)
     key.sort()
     starts = np.empty(num_rows + 1, dtype=np.int64)
     starts[:-1] = np.searchsorted(key, np.arange(num_rows, dtype=dt) << dt(pos_bits))
     starts[-1] = n
-    return (key & dt((1 << pos_bits) - 1)).astype(np.intp), starts
+    key &= dt((1 << pos_bits) - 1)  # in place: large temporaries cost page faults
+    return key, starts
 
 
 def _escape_chunks(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,15 +217,14 @@ class ConstrictionCoder:
         for r in np.flatnonzero(starts[1:] > starts[:-1]):
             run = grouped[starts[r] : starts[r + 1]]
             n, off = int(self._n[r]), int(self._offset[r])
-            if off <= int(run.min()) and int(run.max()) < off + n:  # the common case
-                s = run - np.int32(off)  # no overflow: the result lies in [0, n)
-            else:
-                s = run.astype(np.int64) - off
-                outside = (s < 0) | (s >= n)
-                esc = s[outside]
+            # int32 arithmetic may wrap for far outliers, but with |offset| <= 2**30 (validated)
+            # a wrapped difference read as uint32 is never below n, so the test stays exact.
+            s = run - np.int32(off)
+            if not (off <= int(run.min()) and int(run.max()) < off + n):  # escapes (rare)
+                pos = np.flatnonzero(s.view(np.uint32) >= n)
+                esc = run[pos].astype(np.int64) - off
                 esc_raw.append(np.where(esc < 0, -2 * esc - 1, 2 * (esc - n)))
-                s[outside] = n
-                s = s.astype(np.int32)
+                s[pos] = n
             encoder.encode(s, self.model(r))
         if esc_raw:
             nb, chunk_values, chunk_widths = _escape_chunks(np.concatenate(esc_raw))
