@@ -44,9 +44,9 @@ its input, so anything larger is hostile. ``pack`` enforces the same rules, so s
 writes a file it would refuse to read.
 
 Errors all subclass :class:`FormatError` (a ``ValueError``) and are one line: not a swinjax
-file, unsupported version, truncated, corrupt (CRC or an impossible field), made by another
-model, and the checksum of the decoded latents (checked by the caller after decoding, with
-:func:`check_symbols_crc32`).
+file, unsupported version, truncated, corrupt (CRC or an impossible field), image larger than
+``max_pixels``, made by another model, and the checksum of the decoded latents (checked by the
+caller after decoding, with :func:`check_symbols_crc32`).
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ class ModelMismatchError(FormatError):
     """The file was made by another model than the checkpoint decoding it."""
 
 
+class ImageTooLargeError(FormatError):
+    """A well-formed file whose image exceeds the configured ``max_pixels``."""
+
+
 class ChecksumMismatchError(FormatError):
     """The decoded latents differ from the encoder's (non-determinism or corruption)."""
 
@@ -145,6 +149,7 @@ class Header:
         """Checks every field (bounds and cross-field consistency); returns ``self``.
 
         Raises:
+            ImageTooLargeError: the padded image exceeds ``max_pixels``.
             CorruptFileError: a field is out of bounds or inconsistent with the others.
         """
         _validate_header(self, max_pixels)
@@ -214,7 +219,7 @@ def _validate_header(h: Header, max_pixels: int) -> None:
     if h.height < 1 or h.width < 1:
         raise CorruptFileError(f"image size {h.height}x{h.width} is empty")
     if h.height * h.width > max_pixels:
-        raise CorruptFileError(
+        raise ImageTooLargeError(
             f"image size {h.height}x{h.width} exceeds the limit of {max_pixels} pixels "
             "(raise max_pixels to allow it)"
         )
@@ -227,7 +232,7 @@ def _validate_header(h: Header, max_pixels: int) -> None:
     if ph % f or pw % f:
         raise CorruptFileError(f"padded size {ph}x{pw} is not a multiple of the downsampling {f}")
     if ph * pw > max_pixels:
-        raise CorruptFileError(
+        raise ImageTooLargeError(
             f"padded image size {ph}x{pw} exceeds the limit of {max_pixels} pixels "
             "(raise max_pixels to allow it)"
         )
@@ -284,10 +289,14 @@ def pack(header: Header, streams: Sequence[bytes], max_pixels: int = DEFAULT_MAX
     """Serializes a validated header and its streams (z first, then y groups / slices).
 
     Raises:
-        FormatError: the header breaks a rule :func:`unpack` would enforce.
+        FormatError: the header breaks a rule :func:`unpack` would enforce (an image over
+            ``max_pixels`` raises :class:`ImageTooLargeError`).
         ValueError: no streams, more than 256, or a file over 4 GiB.
     """
-    header.validate(max_pixels)
+    try:
+        header.validate(max_pixels)
+    except CorruptFileError as e:
+        raise FormatError(f"cannot write this header: {e}") from None
     if not 1 <= len(streams) <= MAX_STREAMS:
         raise ValueError(f"need 1 to {MAX_STREAMS} streams, got {len(streams)}")
     if not all(isinstance(s, (bytes, bytearray, memoryview)) for s in streams):
