@@ -8,8 +8,10 @@ the last ulp, which shifts a frequency by one and silently corrupts everything d
 So, as in tensorflow-compression (``_build_tables``) and CompressAI (``update()``), the trained
 distributions are turned into integer tables by one explicit step, stored with the exported
 model, and never rebuilt when decoding (DESIGN.md section 5, rule 1). This module is numpy-only
-(no JAX) so the step is plain, deterministic integer arithmetic on float64 inputs: the same
-inputs give byte-identical tables.
+(no JAX) so the step is plain, deterministic arithmetic: float64 probabilities, then integer
+rounding with explicit tie-breaking, so the same inputs give byte-identical tables. (A rebuild
+on another platform could differ in the last ulp of ``math.erfc`` and so, rarely, by one unit
+of mass; that is harmless precisely because decoders load the stored tables instead.)
 
 Layout (CompressAI's ``_quantized_cdf`` / ``_cdf_length`` / ``_offset`` convention)
 -----------------------------------------------------------------------------------
