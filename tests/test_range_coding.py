@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from swinjax.coding import backend
 from swinjax.coding.backend import ConstrictionCoder
+from swinjax.coding.container import FormatError
 from swinjax.coding.reference import ReferenceCoder
 from swinjax.entropy import tables as T
 
@@ -188,7 +189,7 @@ def test_garbage_and_truncated_streams_raise_value_error(coders, gaussian):
     sym, idx = _laplace_data(rng, 4000, gaussian, 0.01)
     data = fast.encode(sym, idx)
     for cut in range(0, len(data), 4):  # every whole-word truncation
-        with pytest.raises(ValueError, match="corrupt stream"):
+        with pytest.raises(backend.CorruptStreamError, match="corrupt stream"):
             fast.decode(data[:cut], idx)
     for cut in (1, 2, 3, len(data) - 1):
         with pytest.raises(ValueError, match="whole number of 32-bit words"):
@@ -199,9 +200,10 @@ def test_garbage_and_truncated_streams_raise_value_error(coders, gaussian):
         fast.decode(data, np.zeros(0, np.int32))
     for _ in range(50):
         junk = rng.integers(0, 256, 4 * int(rng.integers(1, 300)), dtype=np.uint8).tobytes()
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(backend.CorruptStreamError) as e:
             fast.decode(junk, idx[: int(rng.integers(1, 4000))])
         assert "\n" not in str(e.value)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, FormatError)
 
 
 def test_huge_symbol_count_with_tiny_data_terminates(coders):

@@ -23,8 +23,10 @@ Symbols are int32 values. For an element with row ``r`` and value ``v`` let
    leading one, least significant first, in chunks of at most 16 bits, each uniform over
    ``2**width``. Every int32 value round-trips (``|s| < 2**32``).
 3. A 16-bit end marker (:data:`END_MARKER`, uniform) closes the stream, so a truncated or
-   garbled stream is reported as a ``ValueError`` with probability ``1 - 2**-16`` instead of
-   silently decoding garbage (the container's CRC32 of the symbols is the final guard).
+   garbled stream is reported as a :class:`CorruptStreamError` (a ``ValueError`` and a
+   container ``FormatError``) with probability ``1 - 2**-16`` instead of silently decoding
+   garbage (the container's CRC32 of the symbols is the final guard). Decoding never loops on
+   the data: every call decodes a count known from ``indexes``.
 
 Layout for speed (constriction backend)
 ---------------------------------------
@@ -62,6 +64,7 @@ from typing import Protocol
 import constriction
 import numpy as np
 
+from swinjax.coding.container import FormatError
 from swinjax.entropy.tables import CodingTables
 
 #: Value coded (uniform over 2**16) after the last symbol of every stream.
@@ -74,6 +77,14 @@ _MAX_CHUNKS = (MAX_RAW_BITS - 2) // CHUNK_BITS + 1  # chunks of the <= 33 bits b
 
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
+
+
+class CorruptStreamError(FormatError):
+    """A stream that does not decode: truncated, damaged, or decoded with other parameters.
+
+    A :class:`~swinjax.coding.container.FormatError` (hence a ``ValueError``): inside a file it
+    is one more way the file is bad, and callers that report bad files catch one class.
+    """
 
 
 class EntropyCoder(Protocol):
@@ -172,7 +183,9 @@ def _to_words(data: bytes) -> np.ndarray:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"data must be bytes, got {type(data).__name__}")
     if len(data) % 4:
-        raise ValueError(f"corrupt stream: {len(data)} bytes is not a whole number of 32-bit words")
+        raise CorruptStreamError(
+            f"corrupt stream: {len(data)} bytes is not a whole number of 32-bit words"
+        )
     return np.frombuffer(data, dtype="<u4").astype(np.uint32)
 
 
@@ -246,7 +259,8 @@ class ConstrictionCoder:
         """Inverse of :meth:`encode`; the work is bounded by ``indexes.size`` (no loops on data).
 
         Raises:
-            ValueError: bad indexes, data that is not whole 32-bit words, or a stream that is
+            ValueError: bad indexes (a caller bug).
+            CorruptStreamError: data that is not whole 32-bit words, or a stream that is
                 truncated / corrupt / not made with these tables and indexes (end marker
                 mismatch, impossible escape value, data left over).
         """
@@ -255,18 +269,18 @@ class ConstrictionCoder:
         words = _to_words(data)
         if idx.size == 0:
             if words.size:
-                raise ValueError("corrupt stream: data present but no symbols expected")
+                raise CorruptStreamError("corrupt stream: data present but no symbols expected")
             return np.zeros(shape, dtype=np.int32)
         if words.size == 0:
-            raise ValueError(f"corrupt stream: empty, but {idx.size} symbols expected")
+            raise CorruptStreamError(f"corrupt stream: empty, but {idx.size} symbols expected")
         order, starts = _row_order(idx, self.tables.num_rows)
         try:
             grouped = self._decode_grouped(words, starts)
-        except ValueError:
+        except CorruptStreamError:
             raise
         except Exception as e:  # constriction reports invalid data as AssertionError & co.
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"corrupt stream: {first}") from e
+            raise CorruptStreamError(f"corrupt stream: {first}") from e
         out = np.empty(idx.size, dtype=np.int32)
         out[order] = grouped
         return out.reshape(shape)
@@ -302,15 +316,16 @@ class ConstrictionCoder:
             true_s = np.where(raw % 2 == 1, -(raw + 1) // 2, n + raw // 2)
             values = true_s + self._offset[rows]
             if values.min() < _INT32_MIN or values.max() > _INT32_MAX:
-                raise ValueError("corrupt stream: an escaped value is outside int32")
+                raise CorruptStreamError("corrupt stream: an escaped value is outside int32")
             grouped[pos] = values.astype(np.int32)
         if int(decoder.decode(self._marker_model)) != END_MARKER:
-            raise ValueError(
-                "corrupt stream: end marker mismatch (truncated, damaged, or decoded with other "
-                "tables/indexes than it was encoded with)"
+            raise CorruptStreamError(
+                "corrupt stream: end marker mismatch (the stream is truncated or damaged, or the "
+                "decoder computed other entropy parameters than the encoder: platform "
+                "non-determinism or another model/tables)"
             )
         if not decoder.maybe_exhausted():
-            raise ValueError("corrupt stream: data left over after the last symbol")
+            raise CorruptStreamError("corrupt stream: data left over after the last symbol")
         return grouped
 
 

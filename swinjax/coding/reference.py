@@ -34,6 +34,7 @@ from swinjax.coding.backend import (
     CHUNK_BITS,
     END_MARKER,
     MAX_RAW_BITS,
+    CorruptStreamError,
     check_indexes,
     check_symbols,
 )
@@ -171,12 +172,14 @@ class ReferenceCoder:
         """Inverse of :meth:`encode`.
 
         Raises:
-            ValueError: bad indexes, data for no symbols, or an end-marker mismatch.
+            ValueError: bad indexes.
+            CorruptStreamError: data for no symbols, an end-marker mismatch or an escaped
+                value outside int32.
         """
         idx_arr = check_indexes(indexes, self.tables.num_rows)
         if idx_arr.size == 0:
             if data:
-                raise ValueError("corrupt stream: data present but no symbols expected")
+                raise CorruptStreamError("corrupt stream: data present but no symbols expected")
             return np.zeros(np.shape(indexes), dtype=np.int32)
         dec = _Decoder(bytes(data))
         total = self._total
@@ -199,8 +202,8 @@ class ReferenceCoder:
                 s = -(raw + 1) // 2 if raw % 2 else n + raw // 2
             out.append(s + self._offset[r])
         if dec.uniform(1 << 16) != END_MARKER:
-            raise ValueError("corrupt stream: end marker mismatch")
+            raise CorruptStreamError("corrupt stream: end marker mismatch")
         values = np.array(out, dtype=np.int64)
         if values.min() < -(2**31) or values.max() > 2**31 - 1:
-            raise ValueError("corrupt stream: an escaped value is outside int32")
+            raise CorruptStreamError("corrupt stream: an escaped value is outside int32")
         return values.astype(np.int32).reshape(np.shape(indexes))
