@@ -16,6 +16,7 @@ Readings of the papers are documented in ``configs/`` and the README ("Architect
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -216,6 +217,20 @@ def _check_stages(name: str, spec: Any) -> None:
         raise ValueError(
             f"model.{name}.projection must be one of {PROJECTIONS}, got {projection!r}"
         )
+    kv_stride = spec.get("kv_stride", 1)
+    if kv_stride not in (1, 2):
+        raise ValueError(f"model.{name}.kv_stride must be 1 or 2, got {kv_stride!r}")
+    if kv_stride > 1 and (projection == "linear" or spec.get("relative_position_bias", True)):
+        raise ValueError(
+            f"model.{name}.kv_stride=2 needs a convolutional projection ('dw' or 'dw_pw') and "
+            "relative_position_bias=False"
+        )
+
+
+def _check_same_resampling(down: str, up: str, n_down: int, n_up: int) -> None:
+    """Synthesis must upsample exactly as much as its analysis downsamples."""
+    if n_down != n_up:
+        raise ValueError(f"model.{up} upsamples by {n_up} but model.{down} downsamples by {n_down}")
 
 
 def _swin_kwargs(spec: Any, model: Any) -> dict[str, Any]:
@@ -246,6 +261,7 @@ def build_transforms(model: Any, dtype: Any = None) -> dict[str, nn.Module]:
     """
     for name in ("g_a", "g_s"):
         _check_stages(name, model[name])
+    _check_same_resampling("g_a", "g_s", 2 ** len(model.g_a.channels), 2 ** len(model.g_s.channels))
     vr = bool(model.variable_rate)
     g_a = Analysis(
         **_swin_kwargs(model.g_a, model),
@@ -265,6 +281,9 @@ def build_transforms(model: Any, dtype: Any = None) -> dict[str, nn.Module]:
     if hyper.kind == "swin":
         _check_stages("hyper.h_a", hyper.h_a)
         _check_stages("hyper.h_s", hyper.h_s)
+        _check_same_resampling(
+            "hyper.h_a", "hyper.h_s", 2 ** len(hyper.h_a.channels), 2 ** len(hyper.h_s.channels)
+        )
         h_a = Analysis(
             **_swin_kwargs(hyper.h_a, model),
             out_channels=hyper.h_a.get("out_channels"),
@@ -279,6 +298,15 @@ def build_transforms(model: Any, dtype: Any = None) -> dict[str, nn.Module]:
             raise ValueError("model.hyper: h_a_widths and h_a_strides differ in length")
         if len(hyper.h_s_widths) != len(hyper.h_s_upsample):
             raise ValueError("model.hyper: h_s_widths and h_s_upsample differ in length")
+        for key in ("h_a_strides", "h_s_upsample"):
+            if any(f not in (1, 2) for f in hyper[key]):
+                raise ValueError(f"model.hyper.{key} must hold 1s and 2s, got {tuple(hyper[key])}")
+        _check_same_resampling(
+            "hyper.h_a_strides",
+            "hyper.h_s_upsample",
+            math.prod(hyper.h_a_strides),
+            math.prod(hyper.h_s_upsample),
+        )
         h_a = ConvHyperAnalysis(tuple(hyper.h_a_widths), tuple(hyper.h_a_strides), dtype)
         h_s = ConvHyperSynthesis(tuple(hyper.h_s_widths), tuple(hyper.h_s_upsample), dtype)
     else:
