@@ -74,8 +74,9 @@ class ImageCodec:
         self.max_pixels = int(max_pixels)
         self.z_tables = _split_tables(exported.tables, "z_")
         self.y_tables = _split_tables(exported.tables, "y_")
-        self.z_tables.validate()
-        self.y_tables.validate()
+        # One coder per table set: models are built once per row and cached.
+        self.z_coder = backend.ConstrictionCoder(self.z_tables)
+        self.y_coder = backend.ConstrictionCoder(self.y_tables)
         self.scale_table = scale_table()
         if self.y_tables.cdf.shape[0] != self.scale_table.shape[0]:
             raise ValueError("the y coding tables do not match the scale table")
@@ -115,10 +116,13 @@ class ImageCodec:
         h, w, _ = img.shape
         if h == 0 or w == 0:
             raise ValueError(f"empty image: {h}x{w}")
-        if h * w > self.max_pixels:
-            raise ValueError(f"image of {h}x{w} exceeds the limit of {self.max_pixels} pixels")
         f = self.factor
         ph, pw = (-h) % f, (-w) % f
+        if (h + ph) * (w + pw) > self.max_pixels:
+            raise ValueError(
+                f"image of {h}x{w} (padded to {h + ph}x{w + pw}) exceeds the limit of "
+                f"{self.max_pixels} pixels"
+            )
         x = img.astype(np.float32) / 255.0
         x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="edge")
         return jnp.asarray(x[None]), (ph, pw)
@@ -168,7 +172,7 @@ class ImageCodec:
         z_sym = self._z_symbols(self.params, z)
         hyper, _ = self._hyper(self.params, z_sym)
         z_np = np.asarray(z_sym)[0]
-        streams = [backend.encode(z_np, self._z_indexes(z_np.shape), self.z_tables)]
+        streams = [self.z_coder.encode(z_np, self._z_indexes(z_np.shape))]
         symbols = [z_np]
         y_hat = jnp.zeros_like(y)
         masks = self._masks(y.shape[1], y.shape[2])
@@ -176,7 +180,7 @@ class ImageCodec:
             mu, _, idx = self._group_params(self.params, hyper, y_hat, k)
             sym = self._y_symbols(y, mu)
             sym_np = np.asarray(sym)[0][masks[k]]
-            streams.append(backend.encode(sym_np, np.asarray(idx)[0][masks[k]], self.y_tables))
+            streams.append(self.y_coder.encode(sym_np, np.asarray(idx)[0][masks[k]]))
             symbols.append(sym_np)
             y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu)
         header = container.Header(
@@ -196,6 +200,17 @@ class ImageCodec:
 
     def decompress(self, data: bytes) -> np.ndarray:
         """Decodes the bytes of a swinjax file to an 8-bit RGB image ``[H, W, 3]``."""
+        header, y_hat, lm_arr = self.decode_latents(data)
+        x_hat = self._synthesis(self.params, y_hat, lm_arr)
+        return self._finish(x_hat, (header.height, header.width))
+
+    def decode_latents(self, data: bytes) -> tuple[Any, jax.Array, jax.Array]:
+        """Decodes a file up to ``y_hat``: ``(header, y_hat [1, h, w, C], lmbda [1])``.
+
+        Raises:
+            swinjax.coding.container.FormatError: the file is invalid, from another model, or its
+                decoded latents fail the checksum.
+        """
         header, streams = container.unpack(
             data, max_pixels=self.max_pixels, expected_model_id=self.exported.model_id
         )
@@ -211,7 +226,7 @@ class ImageCodec:
         lm_arr = self._lm_array(lm)
         groups = streams[1:]
         z_shape = tuple(header.z_shape)
-        z_np = backend.decode(streams[0], self._z_indexes(z_shape), self.z_tables)
+        z_np = _decode_stream(self.z_coder, streams[0], self._z_indexes(z_shape), "z")
         hyper, _ = self._hyper(self.params, jnp.asarray(z_np[None]))
         y_shape = tuple(header.y_shape)
         masks = self._masks(y_shape[0], y_shape[1])
@@ -223,14 +238,15 @@ class ImageCodec:
         symbols = [z_np]
         for k in range(masks.shape[0]):
             mu, _, idx = self._group_params(self.params, hyper, y_hat, k)
-            sym_k = backend.decode(groups[k], np.asarray(idx)[0][masks[k]], self.y_tables)
+            sym_k = _decode_stream(
+                self.y_coder, groups[k], np.asarray(idx)[0][masks[k]], f"y group {k}"
+            )
             full = np.zeros(y_shape, np.int32)
             full[masks[k]] = sym_k
             symbols.append(sym_k)
             y_hat = self._fill(self.params, hyper, y_hat, k, jnp.asarray(full[None]), mu)
         container.check_symbols_crc32(header, symbols)
-        x_hat = self._synthesis(self.params, y_hat, lm_arr)
-        return self._finish(x_hat, (header.height, header.width))
+        return header, y_hat, lm_arr
 
     def _z_indexes(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
@@ -245,6 +261,19 @@ class ImageCodec:
                 f"latent shapes y={tuple(header.y_shape)} z={tuple(header.z_shape)} do not match "
                 f"a {header.height}x{header.width} image for this model"
             )
+
+
+def _decode_stream(
+    coder: backend.ConstrictionCoder, data: bytes, indexes: np.ndarray, what: str
+) -> np.ndarray:
+    """Range-decodes one stream; a stream that cannot be decoded is a file error, one line."""
+    try:
+        return coder.decode(data, indexes)
+    except ValueError as e:
+        raise container.CorruptFileError(
+            f"the {what} stream does not decode ({e}): the decoder's entropy parameters differ "
+            "from the encoder's (platform non-determinism or corruption)"
+        ) from e
 
 
 def _front(c: Any, p: Any, x: jax.Array, lm: jax.Array) -> tuple[jax.Array, jax.Array]:
