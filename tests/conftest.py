@@ -68,9 +68,3 @@ def tiny():
 def fast():
     """:func:`run_fast`: jit, compile cheaply, run once."""
     return run_fast
-
-
-@pytest.fixture(params=sorted(TINY_CONFIGS))
-def tiny_config(request):
-    """The tiny config of each architecture in turn (parametrised fixture)."""
-    return load_tiny(request.param)

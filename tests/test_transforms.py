@@ -40,11 +40,15 @@ class Transforms(nn.Module):
 
 
 def _image(shape, seed=0):
-    """A smooth random image in [0, 1] (noise would be just as good, but this looks like one)."""
+    """A smooth random image ``[B, H, W, 3]`` in [0, 1]: random low-frequency waves plus noise."""
+    b, h, w = shape
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(size=(shape[0], 4, 4, 3))
-    x = jax.image.resize(jnp.asarray(coarse, jnp.float32), (*shape, 3), "linear")
-    return np.clip(np.asarray(x) + 0.05 * rng.normal(size=x.shape), 0, 1).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    f, phase = rng.uniform(0.02, 0.3, size=(2, b, 3, 2))
+    waves = np.sin(f[..., 0, None, None] * yy + 6 * phase[..., 0, None, None])
+    waves = waves * np.cos(f[..., 1, None, None] * xx + 6 * phase[..., 1, None, None])
+    x = 0.5 + 0.4 * waves.transpose(0, 2, 3, 1) + 0.05 * rng.normal(size=(b, h, w, 3))
+    return np.clip(x, 0, 1).astype(np.float32)
 
 
 def _init_like_params(shapes, seed=0):
