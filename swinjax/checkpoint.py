@@ -102,7 +102,9 @@ def export(config: Any, params: Any, out_dir: str | pathlib.Path, step: int = 0)
     with (out / "tables.npz.tmp").open("wb") as f:
         np.savez(f, **tables)
     (out / "tables.npz.tmp").replace(out / "tables.npz")
-    (out / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    # model.json last and atomically: its presence marks a complete export.
+    (out / "model.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    (out / "model.json.tmp").replace(out / "model.json")
     return out
 
 
