@@ -9,6 +9,7 @@ single device's run up to float reassociation.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import pathlib
@@ -242,6 +243,26 @@ def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+@functools.lru_cache(maxsize=2)
+def _trainer_for(config_json: str, devices: tuple[int, ...]) -> Trainer:
+    del devices  # part of the key only: the mesh is built from jax.devices()
+    import ml_collections
+
+    return Trainer(ml_collections.ConfigDict(json.loads(config_json), convert_dict=True))
+
+
+def cached_trainer(config: Any) -> Trainer:
+    """A :class:`Trainer` for ``config``, reused by later runs of the same config in a process.
+
+    Re-running training in a notebook, or resuming in the same process, then skips compiling.
+    """
+    key = config.to_json_best_effort(sort_keys=True)
+    trainer = _trainer_for(key, tuple(d.id for d in jax.devices()))
+    if trainer.config.to_json_best_effort(sort_keys=True) != key:  # not JSON round-trippable
+        return Trainer(config)
+    return trainer
+
+
 def maybe_initialize_distributed() -> None:
     """Joins a multi-process run when launched as one (before any other JAX call).
 
@@ -292,7 +313,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     maybe_initialize_distributed()
     workdir = pathlib.Path(workdir).resolve()
     total = int(config.total_steps)
-    trainer = Trainer(config)
+    trainer = cached_trainer(config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -24,7 +24,7 @@ from swinjax.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 from swinjax.entropy.grouped import MaskedGroupedModel
 from swinjax.entropy.quantization import quantize
 from swinjax.layers.adaln import LambdaEmbedding
-from swinjax.transforms import build_transforms
+from swinjax.transforms import build_transforms, validate_image
 
 
 def build_context_model(model: Any) -> nn.Module:
@@ -75,6 +75,7 @@ class Codec(nn.Module):
 
     def analysis(self, x: jax.Array, lmbda: jax.Array) -> jax.Array:
         """``y = g_a(x)`` for padded ``x [B, H, W, 3]`` in [0, 1]."""
+        validate_image(x)  # shapes are static: a clear error at trace time, free at run time
         return self.g_a(x, self.embed(lmbda)) if self.model.variable_rate else self.g_a(x)
 
     def synthesis(self, y_hat: jax.Array, lmbda: jax.Array) -> jax.Array:
