@@ -58,6 +58,7 @@ class ExportedModel:
     model_id: str
     config_hash: str
     step: int
+    path: pathlib.Path | None = None  # the export directory it was read from
 
 
 def build_tables(codec: Any, params: Any) -> dict[str, np.ndarray]:
@@ -145,7 +146,7 @@ def load_export(path: str | pathlib.Path) -> ExportedModel:
     with np.load(p / "tables.npz") as f:
         tables = {k: f[k] for k in f.files}
     return ExportedModel(
-        model, params, tables, meta["model_id"], meta["config_hash"], int(meta["step"])
+        model, params, tables, meta["model_id"], meta["config_hash"], int(meta["step"]), p
     )
 
 
