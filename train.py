@@ -27,7 +27,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (default: workdi
 def run(argv: Sequence[str]) -> dict[str, float]:
     """Parses ``argv`` (including the program name) and trains; returns final metrics."""
     FLAGS.unparse_flags()
-    FLAGS(list(argv))
+    for name in [n for n in FLAGS if n.startswith("config.")]:  # overrides of an earlier call
+        delattr(FLAGS, name)
+    # config_flags finds the --config.key=value overrides in sys.argv, so parse with it set.
+    saved, sys.argv = sys.argv, list(argv)
+    try:
+        FLAGS(list(argv))
+    finally:
+        sys.argv = saved
     from swinjax import train_lib
 
     config = _CONFIG.value

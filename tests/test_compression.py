@@ -124,7 +124,9 @@ def test_decode_in_another_process_with_other_xla_threading_is_identical(coder, 
     src.write_bytes(coder.compress(img, 64.0))
     expected = coder.decompress(src.read_bytes())
     out = tmp_path / "out.png"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+    # Same compiler flags as this process (if any), plus single-threaded Eigen.
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     cmd = [
         sys.executable,
         "-m",
