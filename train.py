@@ -33,6 +33,9 @@ def run(argv: Sequence[str]) -> dict[str, float]:
     saved, sys.argv = sys.argv, list(argv)
     try:
         FLAGS(list(argv))
+    except (AttributeError, KeyError) as e:  # ml_collections: an unknown (misspelt) config key
+        msg = " ".join(str(e.args[0] if e.args else e).split())
+        raise flags.Error(f"unknown config key {msg}") from e
     finally:
         sys.argv = saved
     from swinjax import train_lib
