@@ -10,6 +10,7 @@ same workdir resumes from its latest checkpoint. Config keys are locked: a typo 
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,8 +35,13 @@ def run(argv: Sequence[str]) -> dict[str, float]:
     try:
         FLAGS(list(argv))
     except (AttributeError, KeyError) as e:  # ml_collections: an unknown (misspelt) config key
-        msg = " ".join(str(e.args[0] if e.args else e).split())
-        raise flags.Error(f"unknown config key {msg}") from e
+        text = str(e.args[0] if e.args else e)
+        keys = re.findall(r"[\w.]+", text.split("Did you mean")[0])
+        hint = re.findall(r'Did you mean "([\w.]+)"', text)
+        raise flags.Error(
+            f"unknown config key {keys[0] if keys else text!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        ) from e
     finally:
         sys.argv = saved
     from swinjax import train_lib
