@@ -1,13 +1,21 @@
 """Shared test set-up: JAX on CPU, tiny configs of the three architectures, cheap compiles.
 
-Only ``JAX_PLATFORMS`` is defaulted (these are CPU tests and must not grab an accelerator); no XLA
-flags are set here, so tests that need e.g. several host devices can still set their own.
+``JAX_PLATFORMS`` is defaulted to cpu (these are CPU tests and must not grab an accelerator) and
+XLA's backend optimisation level to 0 (compile time dominates tiny test programs); tests that need
+e.g. several host devices append their flags to ``XLA_FLAGS``.
 """
 
 import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The test programs are tiny: XLA's CPU optimisation passes cost far more compile time than they
+# save at run time. Subprocesses inherit the flag, so encoder and decoder processes compile the
+# same programs. (Set before JAX starts; tests that need more flags append to it.)
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -70,7 +70,8 @@ MESH_SCRIPT = textwrap.dedent(
 
 
 def test_a_4x2_mesh_of_8_devices_trains_like_one_device(images):
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = _env(XLA_FLAGS=flags.strip())
     r = subprocess.run(
         [sys.executable, "-c", MESH_SCRIPT, str(ROOT / "configs" / "tiny.py"), str(images)],
         env=env,
