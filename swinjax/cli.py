@@ -4,15 +4,26 @@ Commands:
 
 * ``macs --config configs/<name>.py[:arg] [--height H --width W] [--json]``: parameters and MACs of
   the whole codec and of each part, from XLA's cost analysis (:mod:`swinjax.costs`).
-* ``compress --ckpt DIR [--lmbda L] in.png out.swj [--force]``: writes a real range-coded file.
-* ``decompress --ckpt DIR in.swj out.png [--force]``: decodes it.
+* ``compress --ckpt DIR [--lmbda L | --target-bpp B] IN OUT [--force]``: writes real
+  range-coded files. ``IN`` is an image (``OUT`` a file, or a folder to put ``<stem>.swj`` in) or
+  a folder of images (``OUT`` a folder: the tree is mirrored, ``a/b.png -> OUT/a/b.swj``, with a
+  progress bar). ``--target-bpp`` searches λ per image (bisection on log λ over the trained range
+  of a variable-rate model) for the largest rate not above the target, measured on the file.
+* ``decompress --ckpt DIR IN OUT [--force]``: a ``.swj`` file to a PNG, or a folder of them to a
+  mirrored folder of PNGs.
 * ``info in.swj [--json]``: prints a file's header (no model needed).
 
 ``--ckpt`` takes an export directory or a training workdir (its latest checkpoint is exported on
-the fly). Outputs are written atomically and never overwrite an existing file without ``--force``.
+the fly). Images are read by :func:`swinjax.imageio.load_image`: grayscale and palette images
+become RGB, 16-bit samples are rounded to 8 bits, EXIF orientation is applied, and an alpha
+channel is dropped (the codec codes RGB; the compress line says so when it happens).
 
-User mistakes (missing files, bad arguments, invalid configs) print one line to stderr and exit
-with status 2; they never print a traceback.
+Outputs are written atomically (temporary file, then rename) and never overwrite an existing file
+without ``--force``; in folder mode every output is checked before any work starts.
+
+User mistakes (missing files, bad images, bad arguments, invalid configs) print one line to stderr
+and exit with status 2; they never print a traceback. A folder run reports a bad file on one line,
+goes on with the others, and exits with status 1 if any file failed.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 
 class UserError(Exception):
@@ -52,80 +65,288 @@ def _cmd_macs(args: argparse.Namespace) -> int:
 
 
 def _load_codec(ckpt: str, max_pixels: int) -> Any:
-    from swinjax.checkpoint import load_model
-    from swinjax.compression import ImageCodec
+    from swinjax.evaluation import EvaluationError, open_codec
 
     try:
-        return ImageCodec(load_model(ckpt), max_pixels=max_pixels)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(f"cannot load checkpoint {ckpt!r}: {e}") from e
+        return open_codec(ckpt, max_pixels)
+    except EvaluationError as e:
+        raise UserError(str(e)) from e
 
 
-def _check_output(path: str, force: bool) -> pathlib.Path:
+def _check_output(path: str | pathlib.Path, force: bool) -> pathlib.Path:
     out = pathlib.Path(path)
     if out.exists() and not force:
         raise UserError(f"{out} exists; use --force to overwrite it")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; give a file name (or a folder as input)")
     if not out.parent.is_dir():
         raise UserError(f"output folder {out.parent} does not exist")
     return out
 
 
-def write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path`` and renames it into place."""
+def write_atomic(path: pathlib.Path, data: bytes, overwrite: bool = True) -> None:
+    """Writes ``data`` to a temporary file beside ``path`` and renames it into place.
+
+    With ``overwrite=False`` the final step is a hard link, which fails if ``path`` appeared in
+    the meantime (another process), so an existing file is never replaced.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UserError(f"{path} exists; use --force to overwrite it") from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise UserError(f"{path} exists; use --force to overwrite it") from None
+                os.replace(tmp, path)
+    finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
+
+
+# -- jobs: one file, or a whole folder mirrored ------------------------------------------------
+
+
+def _jobs(
+    src: str, dst: str, find: Callable[[pathlib.Path], list[pathlib.Path]], suffix: str
+) -> tuple[list[tuple[pathlib.Path, pathlib.Path]], bool]:
+    """``[(input, output)]`` and whether the input was a folder (whose tree is mirrored)."""
+    inp, out = pathlib.Path(src), pathlib.Path(dst)
+    if inp.is_dir():
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{inp} is a folder, so the output must be a folder too: {out}")
+        files = find(inp)
+        if not files:
+            raise UserError(f"{inp}: no input files found (looked for {_find_what(suffix)})")
+        pairs = [(f, out / f.relative_to(inp).with_suffix(suffix)) for f in files]
+        seen: dict[pathlib.Path, pathlib.Path] = {}
+        for f, o in pairs:
+            if o in seen:
+                raise UserError(f"{seen[o]} and {f} would both be written to {o}")
+            seen[o] = f
+        return pairs, True
+    if not inp.exists():
+        raise UserError(f"{inp}: no such file or folder")
+    if out.is_dir():
+        out = out / inp.with_suffix(suffix).name
+    return [(inp, out)], False
+
+
+def _find_what(suffix: str) -> str:
+    return "image files" if suffix == ".swj" else "*.swj files"
+
+
+def _find_images(folder: pathlib.Path) -> list[pathlib.Path]:
+    from swinjax.data import DataConfigError, find_images
+
+    try:
+        return [pathlib.Path(f) for f in find_images([str(folder)])]
+    except DataConfigError:
+        return []
+
+
+def _find_swj(folder: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*.swj")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _prepare_outputs(pairs: list[tuple[pathlib.Path, pathlib.Path]], force: bool) -> None:
+    """Refuses existing outputs before any work (no half-done folder runs) and makes folders."""
+    existing = [o for _, o in pairs if o.exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise UserError(f"{existing[0]}{more} exist(s); use --force to overwrite")
+    for _, o in pairs:
+        if o.is_dir():
+            raise UserError(f"{o} is a folder; cannot write a file there")
+    for _, o in pairs:
+        o.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _run_jobs(
+    pairs: list[tuple[pathlib.Path, pathlib.Path]],
+    folder: bool,
+    work: Callable[[pathlib.Path, pathlib.Path], str],
+    label: str,
+    quiet: bool,
+) -> int:
+    """Runs ``work`` on every pair; a folder run reports failures per file and goes on."""
+    from swinjax.evaluation import Progress
+
+    if not folder:
+        msg = work(*pairs[0])
+        if not quiet:
+            print(msg)
+        return 0
+    bar = Progress(len(pairs), label, None if quiet else sys.stderr)
+    failed = 0
+    for src, dst in pairs:
+        try:
+            msg = work(src, dst)
+        except UserError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            msg = ""
+        if msg and not quiet:
+            print(msg)
+        bar.update(src.name)
+    done = len(pairs) - failed
+    print(f"{label}: {done} of {len(pairs)} file(s) done, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# -- compress ----------------------------------------------------------------------------------
+
+
+def compress_to_bpp(
+    codec: Any, image: Any, target_bpp: float, max_steps: int = 12, rtol: float = 0.01
+) -> tuple[bytes, float, str]:
+    """Compresses with the largest λ whose *actual* bpp does not exceed ``target_bpp``.
+
+    Bisection on log λ over the model's trained range (rate grows with λ, since the training
+    loss is R + λ·D), on real files: each step is a full ``compress`` and the measure is the
+    file size, header included. Stops when the rate is within ``rtol`` of the target (from
+    below) or after ``max_steps`` files.
+
+    Returns:
+        ``(file bytes, λ used, note)``; the note says when the target is out of reach (the
+        model's lowest rate is above it: the lowest-rate file is returned) or when it is above
+        the model's highest rate.
+
+    Raises:
+        UserError: the model is not variable-rate (one rate point: nothing to search).
+    """
+    model = codec.model
+    if not bool(model.get("variable_rate", False)):
+        raise UserError("--target-bpp needs a variable-rate model (this one has one rate point)")
+    pixels = image.shape[0] * image.shape[1]
+
+    def bpp(data: bytes) -> float:
+        return len(data) * 8 / pixels
+
+    lo, hi = float(model.lmbda.min), float(model.lmbda.max)
+    low = codec.compress(image, lo)
+    if bpp(low) > target_bpp:
+        note = f"target {target_bpp:g} bpp is below this model's lowest rate {bpp(low):.4f} bpp"
+        return low, lo, note
+    high = codec.compress(image, hi)
+    if bpp(high) <= target_bpp:
+        return high, hi, f"target above this model's highest rate {bpp(high):.4f} bpp"
+    best, best_lm = low, lo
+    a, b = np.log(lo), np.log(hi)
+    for _ in range(max_steps):
+        mid = float(np.exp((a + b) / 2))
+        data = codec.compress(image, mid)
+        if bpp(data) <= target_bpp:
+            a, best, best_lm = np.log(mid), data, mid
+            if bpp(data) >= target_bpp * (1 - rtol):
+                break
+        else:
+            b = np.log(mid)
+    return best, best_lm, ""
+
+
+def _alpha_note(path: pathlib.Path) -> str:
+    """A note when the image has transparency, which the codec drops (DESIGN: RGB only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                return " (alpha channel dropped: the codec codes RGB only)"
+    except Exception:  # noqa: BLE001 - the loader already reported unreadable files
+        return ""
+    return ""
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    from swinjax.coding import container
     from swinjax.imageio import ImageError, load_image
 
-    out = _check_output(args.output, args.force)
-    try:
-        image = load_image(args.input, max_pixels=args.max_pixels)
-    except ImageError as e:
-        raise UserError(str(e)) from e
+    if args.lmbda is not None and args.target_bpp is not None:
+        raise UserError("give either --lmbda or --target-bpp, not both")
+    if args.target_bpp is not None and not args.target_bpp > 0:
+        raise UserError("--target-bpp must be positive")
+    pairs, folder = _jobs(args.input, args.output, _find_images, ".swj")
+    loaded = {}
+    if not folder:
+        _check_output(pairs[0][1], args.force)
+        # A bad single image is reported before the (slow) model load.
+        try:
+            loaded[pairs[0][0]] = load_image(pairs[0][0], max_pixels=args.max_pixels)
+        except ImageError as e:
+            raise UserError(str(e)) from e
+    _prepare_outputs(pairs, args.force)
     codec = _load_codec(args.ckpt, args.max_pixels)
-    try:
-        t0 = time.perf_counter()
-        data = codec.compress(image, args.lmbda)
-        seconds = time.perf_counter() - t0
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    write_atomic(out, data)
-    h, w = image.shape[:2]
-    print(
-        f"{args.input} -> {out}: {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp "
-        f"(actual, header included), {seconds:.2f} s"
-    )
-    return 0
+
+    def work(src: pathlib.Path, dst: pathlib.Path) -> str:
+        try:
+            image = loaded.pop(src, None)
+            if image is None:
+                image = load_image(src, max_pixels=args.max_pixels)
+        except ImageError as e:
+            raise UserError(str(e)) from e
+        note = ""
+        try:
+            t0 = time.perf_counter()
+            if args.target_bpp is not None:
+                data, lmbda, note = compress_to_bpp(codec, image, args.target_bpp)
+            else:
+                data = codec.compress(image, args.lmbda)
+                lmbda = args.lmbda
+            seconds = time.perf_counter() - t0
+        except ValueError as e:
+            raise UserError(f"{src}: {e}") from e
+        write_atomic(dst, data, overwrite=args.force)
+        h, w = image.shape[:2]
+        lmbda = container.unpack(data)[0].lmbda  # what the file says (the default, if none given)
+        lm = "" if not np.isfinite(lmbda) else f", lambda {lmbda:.4g}"
+        note = f"; {note}" if note else ""
+        return (
+            f"{src} -> {dst}: {w}x{h}, {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp "
+            f"(actual, header included){lm}, {seconds:.2f} s{_alpha_note(src)}{note}"
+        )
+
+    return _run_jobs(pairs, folder, work, "compress", args.quiet)
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
     from swinjax.coding.container import FormatError
     from swinjax.imageio import save_png
 
-    out = _check_output(args.output, args.force)
-    try:
-        data = pathlib.Path(args.input).read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {args.input}: {e.strerror or e}") from e
+    pairs, folder = _jobs(args.input, args.output, _find_swj, ".png")
+    if not folder:
+        _check_output(pairs[0][1], args.force)
+    _prepare_outputs(pairs, args.force)
     codec = _load_codec(args.ckpt, args.max_pixels)
-    try:
-        t0 = time.perf_counter()
-        image = codec.decompress(data)
-        seconds = time.perf_counter() - t0
-    except (FormatError, ValueError) as e:
-        raise UserError(f"{args.input}: {e}") from e
-    save_png(out, image, overwrite=args.force)
-    print(f"{args.input} -> {out}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
-    return 0
+
+    def work(src: pathlib.Path, dst: pathlib.Path) -> str:
+        try:
+            data = src.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {src}: {e.strerror or e}") from e
+        try:
+            t0 = time.perf_counter()
+            image = codec.decompress(data)
+            seconds = time.perf_counter() - t0
+        except (FormatError, ValueError) as e:
+            raise UserError(f"{src}: {e}") from e
+        try:
+            save_png(dst, image, overwrite=args.force)
+        except FileExistsError as e:
+            raise UserError(f"{dst} exists; use --force to overwrite it") from e
+        return f"{src} -> {dst}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s"
+
+    return _run_jobs(pairs, folder, work, "decompress", args.quiet)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -149,6 +370,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_io_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="image size limit")
+    p.add_argument("--quiet", action="store_true", help="no per-file lines or progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m swinjax``."""
     parser = argparse.ArgumentParser(prog="python -m swinjax", description=__doc__.split("\n")[0])
@@ -160,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print one JSON object (last line)")
     p.set_defaults(func=_cmd_macs)
 
-    p = sub.add_parser("compress", help="image -> .swj file")
+    p = sub.add_parser("compress", help="image (or folder of images) -> .swj file(s)")
     p.add_argument("--ckpt", required=True, help="export directory or training workdir")
     p.add_argument(
         "--lmbda",
@@ -169,18 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="rate-distortion weight (variable-rate models; default: the middle of "
         "the model's range)",
     )
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--max-pixels", type=int, default=100_000_000, help="image size limit")
+    p.add_argument(
+        "--target-bpp",
+        type=float,
+        default=None,
+        help="pick lambda per image by bisection so the file's actual bpp is at most this "
+        "(variable-rate models)",
+    )
+    p.add_argument("input", help="an image file, or a folder (its tree is mirrored)")
+    p.add_argument("output", help="a .swj file, or a folder")
+    _common_io_flags(p)
     p.set_defaults(func=_cmd_compress)
 
-    p = sub.add_parser("decompress", help=".swj file -> PNG")
+    p = sub.add_parser("decompress", help=".swj file (or folder of them) -> PNG")
     p.add_argument("--ckpt", required=True, help="export directory or training workdir")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--max-pixels", type=int, default=100_000_000, help="image size limit")
+    p.add_argument("input", help="a .swj file, or a folder (its tree is mirrored)")
+    p.add_argument("output", help="a .png file, or a folder")
+    _common_io_flags(p)
     p.set_defaults(func=_cmd_decompress)
 
     p = sub.add_parser("info", help="print a .swj file's header")
