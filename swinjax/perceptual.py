@@ -34,7 +34,7 @@ preprocessing of the demo, not the metric, and :func:`dists` does not do it.
 
 Convolutions run at ``Precision.HIGHEST`` so accelerators do not round to bf16/TF32. A reference
 transcription in PyTorch lives in ``tests/test_perceptual.py``; with the same weights the two
-agree to ~1e-6 (docs/weights.md).
+agree to better than 1e-6 (measured 6e-8; docs/weights.md).
 
 **Weights files** (``.npz``, float32; made by ``scripts/convert_torch_weights.py``):
 
