@@ -63,10 +63,10 @@ class Progress:
     Args:
         total: number of steps.
         label: what is being counted.
-        stream: where to write (default ``sys.stderr``); ``None`` disables output.
+        stream: where to write (e.g. ``sys.stderr``); ``None`` disables output.
     """
 
-    def __init__(self, total: int, label: str = "", stream: TextIO | None = sys.stderr) -> None:
+    def __init__(self, total: int, label: str, stream: TextIO | None) -> None:
         """Starts the clock; nothing is printed until the first :meth:`update`."""
         self.total = max(int(total), 1)
         self.label = label
@@ -369,13 +369,18 @@ PerceptualMetric = Callable[[np.ndarray, np.ndarray], float]
 def load_perceptual_metrics(weights: Mapping[str, str | None]) -> dict[str, PerceptualMetric]:
     """LPIPS / DISTS from local weight files (never downloaded: DESIGN.md §6).
 
-    The implementations live in ``swinjax.perceptual`` (built separately, issue 6), which is
-    expected to provide ``load_metric(name, path) -> callable(reference_uint8,
-    reconstruction_uint8) -> float``. Metrics without weights are not loaded; evaluation reports
-    them as ``null`` with a note.
+    The implementations live in :mod:`swinjax.perceptual` (``load_lpips(path)`` /
+    ``lpips(params, x, y)`` and the same for ``dists``, on ``[B, H, W, 3]`` images in [0, 1]);
+    here each becomes a function of two 8-bit images, evaluated on the same 8-bit decoded output
+    as PSNR. Metrics without weights are not loaded; evaluation reports them as ``null`` with a
+    note.
+
+    Args:
+        weights: ``{"lpips": path or None, "dists": path or None}``.
 
     Raises:
-        EvaluationError: weights were given but cannot be used.
+        EvaluationError: weights were given but cannot be used (missing, malformed, or no
+            implementation installed), as one line.
     """
     out: dict[str, PerceptualMetric] = {}
     for name, path in weights.items():
@@ -385,16 +390,27 @@ def load_perceptual_metrics(weights: Mapping[str, str | None]) -> dict[str, Perc
             raise EvaluationError(f"--{name}-weights {path}: no such file")
         try:
             module = importlib.import_module("swinjax.perceptual")
-        except ImportError:
+            loader, fn = getattr(module, f"load_{name}"), getattr(module, name)
+        except (ImportError, AttributeError):
             raise EvaluationError(
-                f"--{name}-weights given, but this installation has no swinjax.perceptual "
-                f"module to compute {name.upper()}"
+                f"--{name}-weights given, but this installation cannot compute {name.upper()} "
+                "(no swinjax.perceptual implementation)"
             ) from None
         try:
-            out[name] = module.load_metric(name, path)
-        except (ValueError, OSError, KeyError) as e:
+            params = loader(path)
+        except Exception as e:  # noqa: BLE001 - any loading failure is a one-line user error
             raise EvaluationError(f"--{name}-weights {path}: {e}") from e
+        out[name] = _perceptual_metric(fn, params)
     return out
+
+
+def _perceptual_metric(fn: Callable[..., Any], params: Any) -> PerceptualMetric:
+    def metric(reference: np.ndarray, reconstruction: np.ndarray) -> float:
+        x = np.asarray(reference, np.float32)[None] / 255.0
+        y = np.asarray(reconstruction, np.float32)[None] / 255.0
+        return float(np.asarray(fn(params, x, y))[0])
+
+    return metric
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -468,6 +484,18 @@ def _quality(reference: np.ndarray, ref_ms: metrics.MsSsimReference | None, x: n
     return q
 
 
+def _perceptual(
+    fns: Mapping[str, PerceptualMetric], image: np.ndarray, x_hat: np.ndarray
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name, fn in fns.items():
+        try:
+            out[name] = fn(image, x_hat)
+        except ValueError:  # e.g. an image too small for the network: no value
+            out[name] = None
+    return out
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     if not values or any(v is None for v in values):
         return None
@@ -517,12 +545,13 @@ def _bd(anchor: metrics.RDCurve, test: metrics.RDCurve, method: str) -> dict[str
     return out
 
 
-def evaluate(opts: EvalOptions, log: TextIO | None = sys.stderr) -> Report:
+def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
     """Runs the evaluation described in the module docstring and writes the requested files.
 
     Args:
         opts: the options (``evaluate.py`` flags).
-        log: where progress and warnings go (``None``: silent).
+        log: where progress and warnings go (default: ``sys.stderr`` at call time);
+            ``opts.progress=False`` turns the progress lines off.
 
     Returns:
         The :class:`Report` (also printed by :func:`format_report`).
@@ -531,6 +560,7 @@ def evaluate(opts: EvalOptions, log: TextIO | None = sys.stderr) -> Report:
         EvaluationError: a user error (missing data, bad checkpoint, bad image, bad flag value),
             as a one-line message.
     """
+    log = sys.stderr if log is None else log
     notes: list[str] = []
     out_path = pathlib.Path(opts.out) if opts.out else None
     for what, p in (("--out", out_path), ("--plot", opts.plot and pathlib.Path(opts.plot))):
@@ -539,7 +569,12 @@ def evaluate(opts: EvalOptions, log: TextIO | None = sys.stderr) -> Report:
     files = _images(opts.data, opts.max_images)
     chosen, codec_notes = select_codecs(opts.codecs)
     notes += codec_notes
-    anchors = [_read_anchor(a) for a in _anchor_files(opts.anchors)]
+    anchors = []
+    for path in _anchor_files(opts.anchors):
+        curve = _read_anchor(path)
+        if curve.name in [a.name for a in anchors] + [c.name for c in chosen]:
+            curve.name = f"{curve.name} [{path}]"  # two curves of one name: keep both apart
+        anchors.append(curve)
     perceptual = load_perceptual_metrics(opts.weights)
     for name in PERCEPTUAL_METRICS:
         if name not in perceptual:
@@ -654,8 +689,7 @@ def _eval_model(
             "decoding_time": t3 - t2,
             "decoded_equals_forward_pass": matches,
         }
-        for name, fn in perceptual.items():
-            rec[name] = float(fn(image, x_hat))
+        rec.update(_perceptual(perceptual, image, x_hat))
         out.append(rec)
         bar.update(f"{rel} " + ("fixed" if lm is None else f"λ={lm:g}"))
     return out
@@ -696,8 +730,7 @@ def _eval_classical(
         "encoding_time": t1 - t0,
         "decoding_time": t3 - t2,
     }
-    for name, fn in perceptual.items():
-        rec[name] = float(fn(image, x_hat))
+    rec.update(_perceptual(perceptual, image, x_hat))
     return rec
 
 
@@ -722,7 +755,6 @@ def _read_anchor(path: pathlib.Path) -> metrics.RDCurve:
         curve = metrics.read_curve(path)
     except ValueError as e:
         raise EvaluationError(f"--anchors: {e}") from e
-    curve.name = f"{curve.name} [{path.name}]" if curve.name != path.stem else path.stem
     return curve
 
 

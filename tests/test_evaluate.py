@@ -1,0 +1,243 @@
+"""evaluate.py end to end on a tiny model: real files, metrics, codecs, BD-rates, JSON, plot."""
+
+import contextlib
+import io
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from conftest import load_tiny, run_fast
+from PIL import Image
+
+import evaluate
+from swinjax import checkpoint, evaluation, metrics
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
+VTM = ROOT.parent / "shared" / "anchors" / "kodak" / "vtm.json"
+
+_EXPORTS: dict[str, pathlib.Path] = {}
+
+
+def tiny_export(tmp_path_factory) -> pathlib.Path:
+    """An export of the tiny SwinCoder (random init), made once per test session.
+
+    Shared with test_cli.py (which imports this function), so both modules load the same export
+    and :func:`swinjax.evaluation.open_codec` hands them the same compiled codec.
+    """
+    if "swincoder" not in _EXPORTS:
+        from swinjax.models import build_codec
+
+        config = load_tiny("swincoder")
+        codec = build_codec(config)
+        x = np.zeros((1, 64, 64, 3), np.float32)
+        lm = np.ones((1,), np.float32)
+        params = run_fast(lambda: codec.init(jax.random.key(0), x, lm, jax.random.key(1)))
+        _EXPORTS["swincoder"] = checkpoint.export(
+            config, params, tmp_path_factory.mktemp("tiny-export")
+        )
+    return _EXPORTS["swincoder"]
+
+
+def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A crop of a Kodak photo (synthetic texture when ../shared is absent)."""
+    path = KODAK / f"kodim{seed % 24 + 1:02d}.png"
+    if path.is_file():
+        img = np.asarray(Image.open(path).convert("RGB"))
+        return np.ascontiguousarray(img[50 : 50 + h, 80 : 80 + w])
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / 40.0
+    base = np.stack([np.sin(xx + seed), np.cos(yy * 1.3), np.sin(xx * yy / 3)], -1)
+    return np.clip(128 + 90 * base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+
+
+def run(argv):
+    """``evaluate.main(argv)`` -> (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = evaluate.main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+# Both sides in 161..192: MS-SSIM is defined and every image pads to the same 192x192 program.
+SIZE = (176, 184)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return tiny_export(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval-data")
+    (d / "sub").mkdir()
+    Image.fromarray(photo(*SIZE, seed=0)).save(d / "a.png")
+    Image.fromarray(photo(SIZE[1], SIZE[0], seed=5)).save(d / "sub" / "b.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def evaluated(export, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval-out")
+    anchors = []
+    if VTM.is_file():
+        anchors.append(VTM)
+    fake = out / "anchor.json"  # a published-style curve in the model's rate range
+    metrics.write_json_atomic(
+        fake,
+        metrics.compressai_json("toy", "", {"bpp": [0.05, 5.0], "psnr-rgb": [5.0, 60.0]}),
+    )
+    anchors.append(fake)
+    status, stdout, stderr = run(
+        [
+            "--ckpt", export, "--data", data, "--lmbda", "32,512",
+            "--out", out / "results.json", "--per-image", "--plot", out / "rd.png",
+            "--codecs", "jpeg,webp,jxl", "--anchors", ",".join(map(str, anchors)),
+            "--keep-files", out / "files",
+        ]
+    )  # fmt: skip
+    return {"status": status, "stdout": stdout, "stderr": stderr, "out": out}
+
+
+def _json(path):
+    return json.loads(pathlib.Path(path).read_text())
+
+
+def test_results_follow_the_compressai_schema(evaluated):
+    assert evaluated["status"] == 0, evaluated["stderr"]
+    res = _json(evaluated["out"] / "results.json")
+    assert isinstance(res["name"], str) and "swincoder-tiny" in res["name"]
+    assert "actual" in res["description"] and "estimated" in res["description"]
+    r = res["results"]
+    for key in ("bpp", "estimated_bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time",
+                "decoding_time", "lmbda", "lpips", "dists"):  # fmt: skip
+        assert isinstance(r[key], list) and len(r[key]) == 2, key
+    assert r["lmbda"] == [32.0, 512.0]
+    for key in ("bpp", "estimated_bpp", "psnr-rgb", "encoding_time", "decoding_time"):
+        assert all(isinstance(v, float) and v > 0 for v in r[key]), key
+    assert all(0 < v <= 1 for v in r["ms-ssim-rgb"])
+    # No LPIPS/DISTS weights: null, and the notes say why.
+    assert r["lpips"] == [None, None] and r["dists"] == [None, None]
+    assert any(n.startswith("lpips: unavailable") for n in res["notes"])
+    assert res["model"]["variable_rate"] is True and res["dataset"]["images"] == 2
+
+
+def test_actual_bpp_is_the_file_size_and_metrics_are_on_the_decoded_file(evaluated, export, data):
+    per = _json(evaluated["out"] / "results_per_image.json")["records"]
+    model = [r for r in per if r["codec"] == "model"]
+    assert len(model) == 4  # 2 images x 2 lambdas
+    codec = evaluation.open_codec(export)  # the evaluation's own (cached, compiled) codec
+    for rec in model:
+        stem = pathlib.Path(rec["image"]).with_suffix("")
+        f = evaluated["out"] / "files" / f"{stem}.l{rec['lmbda']:g}.swj"
+        size = f.stat().st_size
+        assert rec["bytes"] == size
+        assert rec["bpp"] == pytest.approx(size * 8 / (rec["height"] * rec["width"]))
+        # Actual and estimated are different numbers of the same size (header, coder overhead
+        # and, for this untrained model, scales clipped to the scale table when coding).
+        assert rec["estimated_bpp"] != rec["bpp"]
+        assert 0.5 < rec["bpp"] / rec["estimated_bpp"] < 2.0
+        assert rec["decoded_equals_forward_pass"] is True
+        original = np.asarray(Image.open(data / rec["image"]).convert("RGB"))
+        decoded = codec.decompress(f.read_bytes())
+        assert rec["psnr"] == pytest.approx(metrics.psnr(original, decoded), abs=1e-9)
+        assert rec["ms_ssim"] == pytest.approx(metrics.ms_ssim(original, decoded), abs=1e-9)
+    res = _json(evaluated["out"] / "results.json")["results"]
+    for i, lm in enumerate(res["lmbda"]):
+        rows = [r for r in model if r["lmbda"] == lm]
+        assert res["bpp"][i] == pytest.approx(np.mean([r["bpp"] for r in rows]))
+        assert res["psnr-rgb"][i] == pytest.approx(np.mean([r["psnr"] for r in rows]))
+
+
+def test_classical_codecs_run_on_the_same_images(evaluated):
+    out = evaluated["out"]
+    res = _json(out / "results.json")
+    for name in ("jpeg420", "webp"):
+        c = _json(out / f"results_{name}.json")
+        assert c["name"] == name and "Pillow" in c["description"]
+        r = c["results"]
+        assert r["quality"] == list(range(5, 100, 5))
+        assert len(r["bpp"]) == len(r["psnr-rgb"]) == len(r["ms-ssim-rgb"]) == 19
+        assert np.all(np.diff(r["bpp"]) > 0) and r["psnr-rgb"][-1] > r["psnr-rgb"][0] + 8
+        assert len(list((out / "files").rglob(f"*.{name}.*"))) == 2 * 19
+        assert set(res["bd_rates"][name]) >= {"psnr", "ms-ssim-db"}
+    jxl_ran = (out / "results_jxl.json").is_file()
+    assert jxl_ran or any(n.startswith("jxl skipped") for n in res["notes"])
+
+
+def test_bd_rates_against_codecs_and_anchors(evaluated):
+    res = _json(evaluated["out"] / "results.json")
+    bd = res["bd_rates"]
+    assert "PCHIP" in bd["description"] and "overlap" in bd["description"]
+    toy = bd["toy"]  # covers the model's range: a number, recomputable from the files
+    model = metrics.read_curve(evaluated["out"] / "results.json")
+    want = metrics.bd_rate([0.05, 5.0], [5.0, 60.0], model.bpp, model.psnr)
+    assert toy["psnr"] == pytest.approx(want)
+    assert toy["ms-ssim-db"] is None and "not in both" in toy["ms-ssim-db_note"]
+    for name, entry in bd.items():
+        if name == "description":
+            continue
+        for key in ("psnr", "ms-ssim-db"):  # a number, or null with the reason
+            assert isinstance(entry[key], float) or entry[f"{key}_note"], (name, key)
+
+
+def test_table_progress_and_plot(evaluated):
+    stdout, stderr = evaluated["stdout"], evaluated["stderr"]
+    assert "λ=32" in stdout and "λ=512" in stdout and "jpeg420" in stdout and "BD-rate" in stdout
+    assert "est.bpp" in stdout
+    assert "evaluate" in stderr and "100%" in stderr  # progress lines (not a terminal here)
+    assert "Traceback" not in stderr
+    with Image.open(evaluated["out"] / "rd.png") as im:
+        assert im.format == "PNG" and im.size == (1500, 640)
+        # Something was drawn in the model's colour (red) inside the first panel.
+        px = np.asarray(im.convert("RGB"))[50:580, 80:700].reshape(-1, 3)
+        assert np.any(np.all(px == evaluation._MODEL_COLOUR, axis=1))
+
+
+def _one_line_error(status, stderr, *needles):
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for n in needles:
+        assert n in lines[0], stderr
+
+
+def test_missing_data_folder_names_the_flag(export, tmp_path):
+    status, _, err = run(["--ckpt", export, "--data", tmp_path / "nope", "--quiet"])
+    _one_line_error(status, err, "--data", "nope")
+
+
+def test_user_errors_are_one_line(export, data, tmp_path):
+    status, _, err = run(["--ckpt", export, "--data", data, "--lmbda", "2", "--quiet"])
+    _one_line_error(status, err, "--lmbda", "range")
+    status, _, err = run(["--ckpt", export, "--data", data, "--codecs", "bpg", "--quiet"])
+    _one_line_error(status, err, "unknown codec")
+    status, _, err = run(["--ckpt", tmp_path, "--data", data, "--quiet"])
+    _one_line_error(status, err, "checkpoint")
+    status, _, err = run(["--ckpt", export, "--data", data, "--anchors", tmp_path / "x.json"])
+    _one_line_error(status, err, "--anchors")
+    status, _, err = run(["--ckpt", export, "--data", data, "--out", tmp_path / "no" / "r.json"])
+    _one_line_error(status, err, "--out")
+    status, _, err = run(["--ckpt", export, "--lpips-weights", tmp_path / "w.npz", "--data", data])
+    _one_line_error(status, err, "--lpips-weights")
+
+
+def test_bad_image_in_the_data_folder_is_a_one_line_error(export, tmp_path):
+    (tmp_path / "a_empty.png").write_bytes(b"")
+    Image.fromarray(photo(*SIZE)).save(tmp_path / "b.png")
+    status, _, err = run(["--ckpt", export, "--data", tmp_path, "--codecs", "none", "--quiet"])
+    _one_line_error(status, err, "a_empty.png", "empty")
+
+
+def test_fixed_rate_models_evaluate_one_point():
+    import ml_collections
+
+    fixed = ml_collections.ConfigDict({"variable_rate": False})
+    lms, note = evaluation.lmbdas_for(fixed, [32.0, 128.0])
+    assert lms == [None] and "ignored" in note and "32,128" in note
+    var = ml_collections.ConfigDict({"variable_rate": True, "lmbda": {"min": 16.0, "max": 1024.0}})
+    lms, _ = evaluation.lmbdas_for(var, None)
+    assert lms[0] == pytest.approx(16) and lms[-1] == pytest.approx(1024) and len(lms) == 5
