@@ -75,6 +75,8 @@ def test_load_vgg19_missing_file_names_the_file_and_the_conversion_script(tmp_pa
     assert str(missing) in str(e.value)
     assert "convert_torch_weights.py" in str(e.value)
     assert not V.vgg19_available(missing) and not V.vgg19_available(None)
+    with pytest.raises(FileNotFoundError, match="no VGG19 weights file was given"):
+        V.load_vgg19(None)
 
 
 def test_load_vgg19_names_a_missing_entry(tmp_path):

@@ -236,8 +236,10 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
         FileNotFoundError: no such file (the message names it and the conversion script).
         WeightsFormatError: not a readable ``.npz`` archive.
     """
-    p = os.fspath(path) if path else ""
-    if not p or not os.path.isfile(p):
+    if not path:
+        raise FileNotFoundError(f"no {what} file was given (path {path!r}). {CONVERT_HINT}")
+    p = os.fspath(path)
+    if not os.path.isfile(p):
         raise FileNotFoundError(f"{what} file {p!r} not found. {CONVERT_HINT}")
     try:
         with np.load(p, allow_pickle=False) as z:
