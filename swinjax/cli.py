@@ -9,6 +9,9 @@ Commands:
   a folder of images (``OUT`` a folder: the tree is mirrored, ``a/b.png -> OUT/a/b.swj``, with a
   progress bar). ``--target-bpp`` searches λ per image (bisection on log λ over the trained range
   of a variable-rate model) for the largest rate not above the target, measured on the file.
+  ``--tile N`` codes independent N x N tiles (a thin wrapper of complete swinjax files, one per
+  tile): peak memory is bounded by the tile size, for images of any size (e.g. 4096 x 4096 on a
+  CPU); decompress and info recognise such files.
 * ``decompress --ckpt DIR IN OUT [--force]``: a ``.swj`` file to a PNG, or a folder of them to a
   mirrored folder of PNGs.
 * ``info in.swj [--json]``: prints a file's header (no model needed).
@@ -33,6 +36,7 @@ import contextlib
 import json
 import os
 import pathlib
+import struct
 import sys
 import tempfile
 import time
@@ -255,6 +259,120 @@ def compress_to_bpp(
     return best, best_lm, ""
 
 
+# -- tiles: bounded memory for very large images -------------------------------------------------
+# A tiled file is a thin wrapper around complete, independently validated swinjax files, one per
+# tile (row-major), so every rule of the single-image format (DESIGN.md §5) holds for each tile:
+#
+#   b"SWJT" | version u8 | height u32 | width u32 | tile u32 | count u32 |
+#   count x (length u32 | swinjax file)            (all integers big-endian)
+#
+# Peak memory is that of one tile's networks plus the whole 8-bit image, whatever the image
+# size. The price is rate and quality at tile borders (no context or receptive field across
+# them); benchmarks/highres.py measures it as a BD-rate.
+
+TILED_MAGIC = b"SWJT"
+TILED_VERSION = 1
+_TILED_HEAD = struct.Struct(">4sBIIII")
+_LEN = struct.Struct(">I")
+
+
+def is_tiled(data: bytes) -> bool:
+    """Whether ``data`` is a tiled swinjax file (see :func:`compress_tiled`)."""
+    return data[:4] == TILED_MAGIC
+
+
+def _tile_boxes(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    return [
+        (r, c, min(tile, h - r), min(tile, w - c))
+        for r in range(0, h, tile)
+        for c in range(0, w, tile)
+    ]
+
+
+def compress_tiled(codec: Any, image: Any, lmbda: float | None, tile: int) -> bytes:
+    """Compresses ``image`` as independent ``tile`` x ``tile`` tiles (edge tiles smaller).
+
+    Args:
+        codec: an :class:`~swinjax.compression.ImageCodec`.
+        image: ``uint8 [H, W, 3]``.
+        lmbda: λ for every tile (``None``: the model's default).
+        tile: tile side in pixels, a positive multiple of the model's padding factor (so inner
+            tiles need no padding).
+
+    Returns:
+        The bytes of a tiled file (format above).
+    """
+    f = int(codec.factor)
+    if tile <= 0 or tile % f:
+        raise ValueError(f"--tile must be a positive multiple of {f} for this model, got {tile}")
+    h, w = image.shape[:2]
+    parts = [_TILED_HEAD.pack(TILED_MAGIC, TILED_VERSION, h, w, tile, 0)]
+    boxes = _tile_boxes(h, w, tile)
+    for r, c, th, tw in boxes:
+        data = codec.compress(np.ascontiguousarray(image[r : r + th, c : c + tw]), lmbda)
+        parts.append(_LEN.pack(len(data)) + data)
+    parts[0] = _TILED_HEAD.pack(TILED_MAGIC, TILED_VERSION, h, w, tile, len(boxes))
+    return b"".join(parts)
+
+
+def read_tiled(data: bytes, max_pixels: int) -> tuple[dict[str, int], list[bytes]]:
+    """Validates a tiled file's wrapper and splits it into the tiles' swinjax files.
+
+    Raises:
+        swinjax.coding.container.FormatError: bad magic/version, sizes over ``max_pixels``, a
+            tile count that does not match the sizes, or lengths that do not add up.
+    """
+    from swinjax.coding.container import FormatError
+
+    if len(data) < _TILED_HEAD.size:
+        raise FormatError("truncated tiled file (header incomplete)")
+    magic, version, h, w, tile, count = _TILED_HEAD.unpack_from(data)
+    if magic != TILED_MAGIC:
+        raise FormatError("not a tiled swinjax file")
+    if version != TILED_VERSION:
+        raise FormatError(f"unsupported tiled-file version {version}")
+    if h < 1 or w < 1 or tile < 1:
+        raise FormatError(f"invalid tiled-file sizes {h}x{w}, tile {tile}")
+    if h * w > max_pixels:
+        raise FormatError(f"image of {h}x{w} exceeds the limit of {max_pixels} pixels")
+    want = -(-h // tile) * -(-w // tile)
+    if count != want:
+        raise FormatError(
+            f"tiled file lists {count} tiles, a {h}x{w} image in {tile} tiles has {want}"
+        )
+    tiles, pos = [], _TILED_HEAD.size
+    for i in range(count):
+        if pos + _LEN.size > len(data):
+            raise FormatError(f"truncated tiled file (tile {i} of {count} missing)")
+        (n,) = _LEN.unpack_from(data, pos)
+        pos += _LEN.size
+        if n > len(data) - pos:
+            raise FormatError(f"truncated tiled file (tile {i} is cut short)")
+        tiles.append(data[pos : pos + n])
+        pos += n
+    if pos != len(data):
+        raise FormatError(f"{len(data) - pos} unexpected bytes after the last tile")
+    return {"height": h, "width": w, "tile": tile, "tiles": count}, tiles
+
+
+def decompress_tiled(codec: Any, data: bytes) -> Any:
+    """Decodes a tiled file tile by tile into one ``uint8 [H, W, 3]`` image."""
+    from swinjax.coding.container import FormatError
+
+    meta, tiles = read_tiled(data, codec.max_pixels)
+    h, w, tile = meta["height"], meta["width"], meta["tile"]
+    out = np.empty((h, w, 3), np.uint8)
+    for i, ((r, c, th, tw), blob) in enumerate(zip(_tile_boxes(h, w, tile), tiles, strict=True)):
+        try:
+            part = codec.decompress(blob)
+        except FormatError as e:
+            raise FormatError(f"tile {i}: {e}") from e
+        if part.shape != (th, tw, 3):
+            raise FormatError(f"tile {i} decodes to {part.shape[:2]}, expected {(th, tw)}")
+        out[r : r + th, c : c + tw] = part
+    return out
+
+
 def _alpha_note(path: pathlib.Path) -> str:
     """A note when the image has transparency, which the codec drops (DESIGN: RGB only)."""
     from PIL import Image
@@ -276,6 +394,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         raise UserError("give either --lmbda or --target-bpp, not both")
     if args.target_bpp is not None and not args.target_bpp > 0:
         raise UserError("--target-bpp must be positive")
+    if args.tile is not None and args.target_bpp is not None:
+        raise UserError("--target-bpp is not supported with --tile (give --lmbda)")
     pairs, folder = _jobs(args.input, args.output, _find_images, ".swj")
     loaded = {}
     if not folder:
@@ -299,17 +419,21 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         try:
             t0 = time.perf_counter()
             if args.target_bpp is not None:
-                data, lmbda, note = compress_to_bpp(codec, image, args.target_bpp)
+                data, _, note = compress_to_bpp(codec, image, args.target_bpp)
+            elif args.tile is not None:
+                data = compress_tiled(codec, image, args.lmbda, args.tile)
             else:
                 data = codec.compress(image, args.lmbda)
-                lmbda = args.lmbda
             seconds = time.perf_counter() - t0
         except ValueError as e:
             raise UserError(f"{src}: {e}") from e
         write_atomic(dst, data, overwrite=args.force)
         h, w = image.shape[:2]
-        lmbda = container.unpack(data)[0].lmbda  # what the file says (the default, if none given)
+        first = read_tiled(data, codec.max_pixels)[1][0] if is_tiled(data) else data
+        lmbda = container.unpack(first)[0].lmbda  # what the file says (the default, if none given)
         lm = "" if not np.isfinite(lmbda) else f", lambda {lmbda:.4g}"
+        if is_tiled(data):
+            lm += f", {len(_tile_boxes(h, w, args.tile))} tiles of {args.tile}"
         note = f"; {note}" if note else ""
         return (
             f"{src} -> {dst}: {w}x{h}, {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp "
@@ -336,7 +460,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             raise UserError(f"cannot read {src}: {e.strerror or e}") from e
         try:
             t0 = time.perf_counter()
-            image = codec.decompress(data)
+            image = decompress_tiled(codec, data) if is_tiled(data) else codec.decompress(data)
             seconds = time.perf_counter() - t0
         except (FormatError, ValueError) as e:
             raise UserError(f"{src}: {e}") from e
@@ -350,23 +474,39 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from swinjax.coding.container import FormatError, read_file
+    from swinjax.coding.container import FormatError, unpack
 
     try:
-        header, streams = read_file(args.input)
-    except FormatError as e:
-        raise UserError(f"{args.input}: {e}") from e
+        blob = pathlib.Path(args.input).read_bytes()
     except OSError as e:
         raise UserError(f"cannot read {args.input}: {e.strerror or e}") from e
-    d = header.as_dict()
-    d["stream_bytes"] = [len(s) for s in streams]
-    d["file_bytes"] = pathlib.Path(args.input).stat().st_size
-    d["bpp"] = d["file_bytes"] * 8 / (header.height * header.width)
+    try:
+        d: dict[str, Any] = {}
+        if is_tiled(blob):
+            meta, tiles = read_tiled(blob, 2**62)
+            d.update({f"tiled_{k}": v for k, v in meta.items()})
+            header, streams = unpack(tiles[0])  # the first tile's header describes the model
+            d["tile0_stream_bytes"] = [len(s) for s in streams]
+            height, width = meta["height"], meta["width"]
+        else:
+            header, streams = unpack(blob)
+            d["stream_bytes"] = [len(s) for s in streams]
+            height, width = header.height, header.width
+    except FormatError as e:
+        raise UserError(f"{args.input}: {e}") from e
+    h = header.as_dict()
+    if is_tiled(blob):
+        h = {k: v for k, v in h.items() if k not in ("height", "width", "pad_h", "pad_w")}
+        tile_keys = ("y_shape", "z_shape", "symbols_crc32")
+        h = {("tile0_" + k if k in tile_keys else k): v for k, v in h.items()}
+    d.update(h)
+    d["file_bytes"] = len(blob)
+    d["bpp"] = d["file_bytes"] * 8 / (height * width)
     if args.json:
         print(json.dumps(d, sort_keys=True))
     else:
         for k in sorted(d):
-            print(f"{k:<16} {d[k]}")
+            print(f"{k:<18} {d[k]}")
     return 0
 
 
@@ -402,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="pick lambda per image by bisection so the file's actual bpp is at most this "
         "(variable-rate models)",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="code independent TILE x TILE tiles (bounded memory for very large images; a "
+        "multiple of the model's padding factor, e.g. 1024)",
     )
     p.add_argument("input", help="an image file, or a folder (its tree is mirrored)")
     p.add_argument("output", help="a .swj file, or a folder")

@@ -913,7 +913,8 @@ def format_report(report: Report) -> str:
                 v = bd.get(key)
                 if v is None:
                     why = str(bd.get(f"{key}_note", ""))
-                    parts.append(f"{label} n/a ({why[:60]})" if why else f"{label} n/a")
+                    why = "no overlap" if "overlap" in why else why[:40]
+                    parts.append(f"{label} n/a ({why})" if why else f"{label} n/a")
                 else:
                     cov = bd.get(f"{key}_overlap", 1.0)
                     flag = f" (overlap {cov:.0%})" if cov < 0.5 else ""
