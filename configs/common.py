@@ -26,6 +26,28 @@ def add_training(c: ml_collections.ConfigDict, *, lmbda: float, total_steps: int
     c.keep_checkpoints = 3
     c.export_on_finish = True
     c.init_from = ""  # a workdir or export to start from (perceptual stages)
+    c.stage = 1  # 1: rate-distortion; 2: + VGG perceptual/style; 3: + adversarial
+    c.perceptual = ml_collections.ConfigDict(
+        dict(
+            vgg_weights="",  # local VGG19 .npz (docs/weights.md); required by stages 2 and 3
+            vgg_width=64,  # 64 for real weights; tests use narrower random ones
+            layers=("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),
+            layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
+            criterion="l2",  # the paper: "L2 between VGG features"
+            mse_weight=150.0,
+            perceptual_weight=1.0,
+            style_weight=0.1,
+            adv_weight=0.01,
+            # Default reading of eqs. (1)-(2) (no rate term): g_a, h_a, h_s and the entropy models
+            # are frozen and only g_s is fine-tuned, at the same lambda conditioning, on the
+            # deterministically quantized latents the decoder will see. False trains everything
+            # with L = R + lambda / mse_weight * (the stage's distortion terms).
+            freeze_encoder=True,
+            d_features=64,  # Real-ESRGAN U-Net discriminator width
+            d_lr=1e-4,
+            sn_warmup=300,  # power iterations before stage 3 (spectral norms settle)
+        )
+    )
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.data = ml_collections.ConfigDict(
         dict(

@@ -36,6 +36,7 @@ class TrainState:
     opt_state: Any
     nonfinite: jax.Array  # consecutive skipped updates
     skipped: jax.Array  # skipped updates in total
+    disc: Any = None  # stage 3: discriminator {"params", "batch_stats", "opt_state"}
 
 
 class NonFiniteError(RuntimeError):
@@ -63,13 +64,31 @@ def learning_rate(config: Any) -> optax.Schedule:
     )
 
 
+def freezes_encoder(config: Any) -> bool:
+    """Perceptual stages in their default reading: only g_s trains (fixed rate)."""
+    return int(config.get("stage", 1)) >= 2 and bool(config.perceptual.freeze_encoder)
+
+
+def _label(config: Any) -> Any:
+    frozen = freezes_encoder(config)
+
+    def label(path: tuple[Any, ...], _: Any) -> str:
+        if frozen:
+            return "main" if any(getattr(k, "key", None) == "g_s" for k in path) else "frozen"
+        return "aux" if _is_aux(path) else "main"
+
+    return label
+
+
 def make_optimizer(config: Any, params: Any) -> optax.GradientTransformation:
     """AdamW (beta = 0.9, 0.999) with clipping for the model; Adam for the quantiles.
 
     The quantiles of the factorized prior get their own optimizer (tfc / CompressAI "aux"
-    parameters, DESIGN.md §8.7) through ``optax.multi_transform``.
+    parameters, DESIGN.md §8.7) through ``optax.multi_transform``. In the perceptual stages'
+    default reading everything but g_s is frozen (``optax.set_to_zero``: no update, no decay), so
+    the encoder, the entropy models and their coding tables stay bit-identical.
     """
-    labels = jax.tree_util.tree_map_with_path(lambda p, _: "aux" if _is_aux(p) else "main", params)
+    labels = jax.tree_util.tree_map_with_path(_label(config), params)
     decay_mask = jax.tree_util.tree_map_with_path(_decays, params)
     main = optax.chain(
         optax.clip_by_global_norm(config.grad_clip),
@@ -77,7 +96,14 @@ def make_optimizer(config: Any, params: Any) -> optax.GradientTransformation:
             learning_rate(config), 0.9, 0.999, weight_decay=config.weight_decay, mask=decay_mask
         ),
     )
-    return optax.multi_transform({"main": main, "aux": optax.adam(config.aux_lr)}, labels)
+    return optax.multi_transform(
+        {"main": main, "aux": optax.adam(config.aux_lr), "frozen": optax.set_to_zero()}, labels
+    )
+
+
+def make_disc_optimizer(config: Any) -> optax.GradientTransformation:
+    """Adam for the discriminator (Real-ESRGAN: beta = 0.9, 0.99)."""
+    return optax.adam(float(config.perceptual.d_lr), 0.9, 0.99)
 
 
 def lmbda_for_batch(config: Any, key: jax.Array, batch: int) -> jax.Array:
@@ -102,6 +128,10 @@ class Trainer:
                 f"batch_size={b} is not divisible by the {self.mesh.size} devices of the mesh"
             )
         self.x_shape = (b, int(config.crop), int(config.crop), 3)
+        self.stage = int(config.get("stage", 1))
+        self.extra: dict[str, Any] = {}  # frozen inputs of the step (VGG19 weights)
+        if self.stage >= 2:
+            self._setup_perceptual(config)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.replicated = sharding.replicated(self.mesh)
         abstract = jax.eval_shape(self._init_state, jax.random.key(0))
@@ -110,7 +140,12 @@ class Trainer:
         self._init = jax.jit(self._init_state, out_shardings=self.state_shardings)
         self._step = jax.jit(
             self._train_step,
-            in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
+            in_shardings=(
+                self.state_shardings,
+                self.batch_sharding,
+                self.replicated,
+                self.replicated,
+            ),
             out_shardings=(self.state_shardings, self.replicated),
             donate_argnums=(0,),
         )
@@ -120,31 +155,138 @@ class Trainer:
             out_shardings=self.replicated,
         )
 
+    def _setup_perceptual(self, config: Any) -> None:
+        from swinjax.models.vgg import VGG19Features, load_vgg19
+
+        pc = config.perceptual
+        if not pc.vgg_weights:
+            raise FileNotFoundError(
+                f"stage {self.stage} needs VGG19 weights: set --config.perceptual.vgg_weights="
+                "/path/vgg19.npz (make it with scripts/convert_torch_weights.py; docs/weights.md)"
+            )
+        if len(pc.layers) != len(pc.layer_weights):
+            raise ValueError("perceptual.layers and perceptual.layer_weights differ in length")
+        self.extra = {"vgg": load_vgg19(pc.vgg_weights, width=int(pc.vgg_width))}
+        self.vgg = VGG19Features(layers=tuple(pc.layers), width=int(pc.vgg_width))
+        weights = (float(w) for w in pc.layer_weights)
+        self.layer_weights = dict(zip(pc.layers, weights, strict=True))
+        if self.stage >= 3:
+            from swinjax.models.discriminator import Discriminator
+
+            self.disc = Discriminator(num_feat=int(pc.d_features))
+
     def _init_state(self, key: jax.Array) -> TrainState:
         x = jnp.zeros(self.x_shape, jnp.float32)
         lm = jnp.ones((self.x_shape[0],), jnp.float32)
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3 = jax.random.split(key, 3)
         params = self.codec.init(k1, x, lm, k2)
         opt = make_optimizer(self.config, params)
+        disc = None
+        if self.stage >= 3:
+            probe = jnp.zeros((1, 16, 16, 3), jnp.float32)
+            v = self.disc.init(k3, probe, update_stats=False)
+
+            def power_step(_: Any, stats: Any) -> Any:
+                _, upd = self.disc.apply(
+                    {"params": v["params"], "batch_stats": stats},
+                    probe,
+                    update_stats=True,
+                    mutable=["batch_stats"],
+                )
+                return upd["batch_stats"]
+
+            # Spectral norms need a few hundred power iterations to settle from their init.
+            warmup = int(self.config.perceptual.sn_warmup)
+            stats = jax.lax.fori_loop(0, warmup, power_step, v["batch_stats"])
+            disc = {
+                "params": v["params"],
+                "batch_stats": stats,
+                "opt_state": make_disc_optimizer(self.config).init(v["params"]),
+            }
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=opt.init(params),
             nonfinite=jnp.zeros((), jnp.int32),
             skipped=jnp.zeros((), jnp.int32),
+            disc=disc,
         )
 
     def init(self, seed: int) -> TrainState:
         """Parameters created directly with their shardings."""
         return self._init(jax.random.key(seed))
 
+    def _perceptual_loss(
+        self, params: Any, x: jax.Array, lmbda: jax.Array, key: jax.Array, extra: Any, disc: Any
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Stages 2/3: ``150 MSE + L_per + 0.1 L_style (+ 0.01 L_adv)`` (paper eqs. 1-2)."""
+        from swinjax.perceptual_losses import g_adv_loss, vgg_feature_losses
+
+        pc = self.config.perceptual
+        frozen = freezes_encoder(self.config)
+        # Frozen encoder: g_s learns on the deterministically quantized latents of real files.
+        out = self.codec.apply(params, x, lmbda, key, deterministic=frozen)
+        x_hat = out["x_hat"]
+        mse = losses.mse(x, x_hat)
+        w = self.layer_weights
+        per, style = vgg_feature_losses(self.vgg, extra["vgg"], x, x_hat, w, w, pc.criterion)
+        dist = float(pc.mse_weight) * mse + float(pc.perceptual_weight) * per
+        dist = dist + float(pc.style_weight) * style
+        metrics = {
+            "mse": jnp.mean(mse),
+            "psnr_db": jnp.mean(losses.psnr_db(mse)),
+            "per": jnp.mean(per),
+            "style": jnp.mean(style),
+        }
+        if self.stage >= 3:
+            d_vars = {"params": disc["params"], "batch_stats": disc["batch_stats"]}
+            adv = g_adv_loss(self.disc.apply(d_vars, x_hat, update_stats=False))
+            dist = dist + float(pc.adv_weight) * adv
+            metrics["adv"] = jnp.mean(adv)
+        rate = losses.bpp(out["y_likelihoods"], out["z_likelihoods"], x.shape[1] * x.shape[2])
+        metrics["bpp"] = jnp.mean(rate)
+        if frozen:
+            loss = jnp.mean(dist)
+            aux = jnp.zeros(())
+        else:  # the config switch: everything trains, with the rate term
+            loss = jnp.mean(rate + lmbda / float(pc.mse_weight) * dist)
+            aux = self.codec.apply(params, method=self.codec.aux_loss)
+        metrics.update(loss=loss, aux_loss=aux, x_hat=jax.lax.stop_gradient(x_hat))
+        return loss + aux, metrics
+
+    def _disc_update(self, disc: Any, x: jax.Array, x_hat: jax.Array) -> tuple[Any, jax.Array]:
+        """One discriminator step on real x and the generator's (fixed) x_hat."""
+        from swinjax.perceptual_losses import d_loss
+
+        def loss_fn(p: Any) -> tuple[jax.Array, Any]:
+            logits, upd = self.disc.apply(
+                {"params": p, "batch_stats": disc["batch_stats"]},
+                jnp.concatenate([x, x_hat]),
+                update_stats=True,
+                mutable=["batch_stats"],
+            )
+            real, fake = jnp.split(logits, 2)
+            return jnp.mean(d_loss(real, fake)), upd["batch_stats"]
+
+        (dl, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc["params"])
+        tx = make_disc_optimizer(self.config)
+        updates, opt_state = tx.update(grads, disc["opt_state"], disc["params"])
+        new = {
+            "params": optax.apply_updates(disc["params"], updates),
+            "batch_stats": stats,
+            "opt_state": opt_state,
+        }
+        return new, dl
+
     def _train_step(
-        self, state: TrainState, x: jax.Array, key: jax.Array
+        self, state: TrainState, x: jax.Array, key: jax.Array, extra: Any
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         k_lmbda, k_noise = jax.random.split(jax.random.fold_in(key, state.step))
         lmbda = lmbda_for_batch(self.config, k_lmbda, x.shape[0])
 
         def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+            if self.stage >= 2:
+                return self._perceptual_loss(params, x, lmbda, k_noise, extra, state.disc)
             out = self.codec.apply(params, x, lmbda, k_noise)
             loss, metrics = losses.rate_distortion_loss(x, out, lmbda)
             aux = self.codec.apply(params, method=self.codec.aux_loss)
@@ -152,11 +294,17 @@ class Trainer:
             return loss + aux, metrics
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        x_hat = metrics.pop("x_hat", None)
+        disc = state.disc
+        if self.stage >= 3:
+            disc, metrics["d_loss"] = self._disc_update(state.disc, x, x_hat)
         opt = make_optimizer(self.config, state.params)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        if self.stage >= 3:
+            ok = ok & jnp.isfinite(metrics["d_loss"])
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
         new_state = TrainState(
             step=state.step + 1,
@@ -164,6 +312,7 @@ class Trainer:
             opt_state=keep(opt_state, state.opt_state),
             nonfinite=jnp.where(ok, 0, state.nonfinite + 1),
             skipped=state.skipped + jnp.where(ok, 0, 1),
+            disc=keep(disc, state.disc) if disc is not None else None,
         )
         metrics.update(
             grad_norm=grad_norm,
@@ -177,7 +326,7 @@ class Trainer:
         self, state: TrainState, x: jax.Array, key: jax.Array
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """One optimisation step (state is donated)."""
-        return self._step(state, x, key)
+        return self._step(state, x, key, self.extra)
 
     def _eval_step(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
         lmbda = jnp.full((x.shape[0],), float(self.config.lmbda), jnp.float32)
@@ -230,9 +379,10 @@ class MetricsWriter:
 def progress_line(step: int, total: int, m: dict[str, float], steps_per_s: float) -> str:
     """The terminal progress line: step, loss parts, bpp, PSNR, steps/s, ETA."""
     eta = (total - step) / steps_per_s if steps_per_s > 0 else float("inf")
+    extra = "".join(f"  {k} {m[k]:.4f}" for k in ("per", "style", "adv", "d_loss") if k in m)
     return (
         f"step {step}/{total}  loss {m['loss']:.4f}  bpp {m['bpp']:.4f}  "
-        f"mse {m['mse']:.5f}  psnr {m['psnr_db']:.2f} dB  aux {m['aux_loss']:.2f}  "
+        f"mse {m['mse']:.5f}  psnr {m['psnr_db']:.2f} dB  aux {m['aux_loss']:.2f}{extra}  "
         f"{steps_per_s:.2f} steps/s  ETA {format_eta(eta)}"
     )
 
