@@ -255,3 +255,55 @@ def test_very_wide_image_round_trips(export, tmp_path):
     assert status == 0, err
     with Image.open(tmp_path / "w.png") as im:
         assert im.size == (4097, 3)
+
+
+def test_tiled_files_round_trip_and_place_every_tile(export, images, tmp_path):
+    src, out = images / "plain.png", tmp_path / "t.swj"
+    status, stdout, err = run(
+        "compress", "--ckpt", export, "--tile", "64", "--lmbda", "64", src, out
+    )
+    assert status == 0, err
+    assert "9 tiles of 64" in stdout  # 170x180 in 64-pixel tiles: 3 x 3, edge tiles smaller
+    data = out.read_bytes()
+    assert cli.is_tiled(data)
+    status, _, err = run("decompress", "--ckpt", export, out, tmp_path / "t.png")
+    assert status == 0, err
+    decoded = np.asarray(Image.open(tmp_path / "t.png"))
+    assert decoded.shape == (*SIZE, 3)
+    # Each tile is an ordinary swinjax file of its region, placed where it belongs.
+    from swinjax.evaluation import open_codec
+
+    codec = open_codec(export)
+    img = load_image(src)
+    meta, tiles = cli.read_tiled(data, 10**8)
+    assert meta == {"height": 170, "width": 180, "tile": 64, "tiles": 9}
+    assert tiles[0] == codec.compress(np.ascontiguousarray(img[:64, :64]), 64.0)
+    np.testing.assert_array_equal(decoded[128:, 128:], codec.decompress(tiles[8]))
+    status, stdout, _ = run("info", out)
+    assert status == 0 and "tiled_tiles" in stdout and "swincoder-tiny" in stdout
+
+
+def test_bad_tiled_files_and_tile_sizes_are_one_line_errors(export, images, tmp_path):
+    from swinjax.coding.container import FormatError
+
+    out = tmp_path / "t.swj"
+    assert run("compress", "--ckpt", export, "--tile", "64", images / "plain.png", out)[0] == 0
+    data = out.read_bytes()
+    bad = {
+        "cut": data[:-10],
+        "extra": data + b"\0",
+        "count": data[:17] + (5).to_bytes(4, "big") + data[21:],
+        "version": data[:4] + b"\x09" + data[5:],
+    }
+    for name, blob in bad.items():
+        with pytest.raises(FormatError):
+            cli.read_tiled(blob, 10**8)
+        (tmp_path / f"{name}.swj").write_bytes(blob)
+        status, _, err = run(
+            "decompress", "--ckpt", export, tmp_path / f"{name}.swj", tmp_path / "o.png"
+        )
+        one_line_error(status, err, f"{name}.swj")
+    status, _, err = run(
+        "compress", "--ckpt", export, "--tile", "100", images / "plain.png", tmp_path / "x.swj"
+    )
+    one_line_error(status, err, "multiple of 64")
