@@ -26,7 +26,14 @@ import jax.numpy as jnp
 
 from swinjax.layers import AdaLN, PatchMerge, PatchSplit, SwinStage
 from swinjax.layers.attention import PROJECTIONS
-from swinjax.layers.resample import Conv3x3, depth_to_space, space_to_depth
+from swinjax.layers.ops import Dense, gelu
+from swinjax.layers.resample import (
+    Conv3x3,
+    depth_to_space,
+    depth_to_space_levels,
+    space_to_depth,
+    space_to_depth_levels,
+)
 
 
 class Analysis(nn.Module):
@@ -60,8 +67,23 @@ class Analysis(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, lmbda_embedding: jax.Array | None = None) -> jax.Array:
         """``[B, H, W, C_in]`` -> ``[B, H / 2^n, W / 2^n, C_out]``."""
+        # Merges separated by stages without blocks (SwinCoder's first stage) run on a nested
+        # space-to-depth layout of their input: one transpose of the image instead of one per
+        # intermediate map (XLA CPU is memory-bound on those full-resolution transposes).
+        chain = 1
+        while chain < len(self.depths) and self.depths[chain - 1] == 0:
+            chain += 1
+        if chain > 1:
+            x = space_to_depth_levels(x, chain)
         for i, (c, d, h) in enumerate(zip(self.channels, self.depths, self.heads, strict=True)):
-            x = PatchMerge(c, self.first_norm if i == 0 else "pre", self.dtype, name=f"merge{i}")(x)
+            norm = self.first_norm if i == 0 else "pre"
+            merge = PatchMerge(c, norm, self.dtype, name=f"merge{i}")
+            if i < chain and chain > 1:
+                if i > 0:
+                    x = x.reshape(*x.shape[:-2], 4 * x.shape[-1])
+                x = merge(x, merged=True)
+            else:
+                x = merge(x)
             if d:
                 x = SwinStage(
                     d,
@@ -75,7 +97,7 @@ class Analysis(nn.Module):
                     name=f"stage{i}",
                 )(x)
         if self.out_channels is not None:
-            x = nn.Dense(self.out_channels, dtype=self.dtype, name="out")(x)
+            x = Dense(self.out_channels, dtype=self.dtype, name="out")(x)
         if self.adaln:
             if lmbda_embedding is None:
                 raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
@@ -114,7 +136,7 @@ class Synthesis(nn.Module):
     def __call__(self, x: jax.Array, lmbda_embedding: jax.Array | None = None) -> jax.Array:
         """``[B, h, w, C_in]`` -> ``[B, h * 2^n, w * 2^n, out_channels]``."""
         if self.in_proj:
-            x = nn.Dense(self.channels[0], dtype=self.dtype, name="in_proj")(x)
+            x = Dense(self.channels[0], dtype=self.dtype, name="in_proj")(x)
         if self.adaln:
             if lmbda_embedding is None:
                 raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
@@ -137,7 +159,16 @@ class Synthesis(nn.Module):
             # The input of the first split is the raw latent when there are no blocks and no
             # in_proj; normalising it would erase its scale, so only normalise features.
             norm = bool(d) or i > 0 or self.in_proj
-            x = PatchSplit(nxt, norm=norm, dtype=self.dtype, name=f"split{i}")(x)
+            # A split followed only by splits (stages without blocks) stays in depth order; the
+            # chain goes to space in one transpose at the end (the mirror of Analysis' chain).
+            split = PatchSplit(nxt, norm=norm, dtype=self.dtype, name=f"split{i}")
+            to_space = i + 1 == n or self.depths[i + 1] > 0
+            if x.ndim == 4 and to_space:
+                x = split(x)
+            else:
+                x = split(x, to_space=False)
+                if to_space:
+                    x = depth_to_space_levels(x.reshape(*x.shape[:-2], 4 * x.shape[-1]))
         return x
 
 
@@ -168,7 +199,7 @@ class ConvHyperAnalysis(nn.Module):
                 x = space_to_depth(x, 2)
             x = Conv3x3(c, self.dtype, name=f"conv{i}")(x)
             if i < last:
-                x = nn.gelu(x, approximate=False)
+                x = gelu(x)
         return x
 
 
@@ -193,7 +224,7 @@ class ConvHyperSynthesis(nn.Module):
             if u > 1:
                 x = depth_to_space(x, u)
             if i < last:
-                x = nn.gelu(x, approximate=False)
+                x = gelu(x)
         return x
 
 

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from swinjax.layers.ops import Dense, LayerNorm, gelu
+
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
     """Transformer/diffusion-style embedding of a scalar per example.
@@ -59,9 +61,9 @@ class LambdaEmbedding(nn.Module):
         lo, hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
         t = 1000.0 * (jnp.log(lmbda) - lo) / (hi - lo)
         e = sinusoidal_embedding(t, self.sinusoid_dim)
-        e = nn.Dense(self.features, name="fc1")(e)
-        e = nn.gelu(e, approximate=False)
-        return nn.Dense(self.features, name="fc2")(e)
+        e = Dense(self.features, name="fc1")(e)
+        e = gelu(e)
+        return Dense(self.features, name="fc2")(e)
 
 
 class AdaLN(nn.Module):
@@ -78,10 +80,11 @@ class AdaLN(nn.Module):
     def __call__(self, x: jax.Array, embedding: jax.Array) -> jax.Array:
         """Modulates ``x [B, H, W, C]`` with ``embedding [B, E]``."""
         c = x.shape[-1]
-        mod = nn.Dense(
-            2 * c, kernel_init=nn.initializers.normal(0.02), name="modulation"
-        )(nn.gelu(embedding, approximate=False))
+        mod = Dense(2 * c, kernel_init=nn.initializers.normal(0.02), name="modulation")(
+            gelu(embedding)
+        )
         scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
-        y = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-5, dtype=self.dtype,
-                         name="norm")(x)
+        y = LayerNorm(use_scale=False, use_bias=False, epsilon=1e-5, dtype=self.dtype, name="norm")(
+            x
+        )
         return y * (1.0 + scale.astype(y.dtype)) + shift.astype(y.dtype)

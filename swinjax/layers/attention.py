@@ -1,5 +1,6 @@
-"""Window self-attention: Swin's linear Q/K/V with relative position bias, and SwinNPE's
-convolutional Q/K/V without positional encoding.
+"""Window self-attention: Swin's linear Q/K/V and SwinNPE's convolutional Q/K/V.
+
+Swin's form has a relative position bias; SwinNPE's has no positional encoding.
 
 Both forms share one module. The projections are computed on the whole (padded, unrolled) 2-D map;
 the map is then rolled for shifted windows and partitioned. For the linear projection this is the
@@ -30,13 +31,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swinjax.layers.ops import Dense
 from swinjax.layers.windows import relative_position_index, window_partition, window_reverse
 
 Projection = Literal["linear", "dw", "dw_pw"]
 PROJECTIONS: tuple[str, ...] = ("linear", "dw", "dw_pw")
 
 
-def depthwise_conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int = 1) -> jax.Array:
+def depthwise_conv3x3(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int = 1
+) -> jax.Array:
     """Depthwise 3x3 convolution with zero padding, written as nine shifted multiply-adds.
 
     XLA's CPU backend runs grouped convolutions far below its matmul throughput; nine fused
@@ -80,10 +84,14 @@ class DepthwiseConv3x3(nn.Module):
         """Applies the convolution to ``[B, H, W, C]``."""
         c = x.shape[-1]
         # Fan-in of a depthwise filter is 9: scale the init like a 3x3 conv on one channel.
-        kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in",
-                                                                     "truncated_normal",
-                                                                     in_axis=(0, 1), out_axis=2),
-                            (3, 3, c), jnp.float32)
+        kernel = self.param(
+            "kernel",
+            nn.initializers.variance_scaling(
+                1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2
+            ),
+            (3, 3, c),
+            jnp.float32,
+        )
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         dtype = self.dtype or x.dtype
         return depthwise_conv3x3(x, kernel.astype(dtype), bias.astype(dtype), self.stride)
@@ -169,29 +177,33 @@ class WindowAttention(nn.Module):
         dtype = self.dtype or x.dtype
         c, heads = self.dim, self.num_heads
         head_dim = c // heads
-        dense = lambda n, name: nn.Dense(n, dtype=dtype, name=name)  # noqa: E731
+        dense = lambda n, name: Dense(n, dtype=dtype, name=name)  # noqa: E731
         stride = effective_kv_stride(self.kv_stride, window, shift)
 
         if self.projection == "linear":
-            qkv = dense(3 * c, "qkv")(x)
-            q, k, v = jnp.split(qkv, 3, axis=-1)
+            # A per-token projection commutes with roll and partition: move the (normalised) input
+            # into window order once, instead of rolling and partitioning q, k and v separately.
+            xw = window_partition(_roll(x, shift), window)
+            b, nh, nw, n, _ = xw.shape
+            m = n
+            qkv = dense(3 * c, "qkv")(xw).reshape(b, nh, nw, n, 3, heads, head_dim)
+            q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         else:
             q = DepthwiseConv3x3(dtype=dtype, name="q_dw")(x)
             k = DepthwiseConv3x3(stride=stride, dtype=dtype, name="k_dw")(x)
             v = DepthwiseConv3x3(stride=stride, dtype=dtype, name="v_dw")(x)
             if self.projection == "dw_pw":
                 q, k, v = dense(c, "q_pw")(q), dense(c, "k_pw")(k), dense(c, "v_pw")(v)
-
-        kv_window = (window[0] // stride, window[1] // stride)
-        kv_shift = (shift[0] // stride, shift[1] // stride)
-        q = window_partition(_roll(q, shift), window)
-        k = window_partition(_roll(k, kv_shift), kv_window)
-        v = window_partition(_roll(v, kv_shift), kv_window)
-        b, nh, nw, n, _ = q.shape
-        m = k.shape[3]
-        q = q.reshape(b, nh, nw, n, heads, head_dim)
-        k = k.reshape(b, nh, nw, m, heads, head_dim)
-        v = v.reshape(b, nh, nw, m, heads, head_dim)
+            kv_window = (window[0] // stride, window[1] // stride)
+            kv_shift = (shift[0] // stride, shift[1] // stride)
+            q = window_partition(_roll(q, shift), window)
+            k = window_partition(_roll(k, kv_shift), kv_window)
+            v = window_partition(_roll(v, kv_shift), kv_window)
+            b, nh, nw, n, _ = q.shape
+            m = k.shape[3]
+            q = q.reshape(b, nh, nw, n, heads, head_dim)
+            k = k.reshape(b, nh, nw, m, heads, head_dim)
+            v = v.reshape(b, nh, nw, m, heads, head_dim)
 
         logits = jnp.einsum("bxyqhd,bxykhd->bxyhqk", q * (1.0 / math.sqrt(head_dim)), k)
         logits = logits.astype(jnp.float32)
@@ -210,8 +222,9 @@ class WindowAttention(nn.Module):
             logits = logits + jnp.asarray(mask)[None, :, :, None]
         attn = jax.nn.softmax(logits, axis=-1).astype(dtype)
         out = jnp.einsum("bxyhqk,bxykhd->bxyqhd", attn, v).reshape(b, nh, nw, n, c)
-        out = _unroll(window_reverse(out, window), shift)
-        return dense(c, "proj")(out)
+        # The output projection is per token too: apply it before leaving window order.
+        out = dense(c, "proj")(out)
+        return _unroll(window_reverse(out, window), shift)
 
 
 def ConvWindowAttention(  # noqa: N802 - a constructor named like the module it builds

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from swinjax.layers.attention import Projection, WindowAttention, effective_kv_stride
+from swinjax.layers.ops import Dense, LayerNorm, gelu
 from swinjax.layers.windows import shifted_window_mask
 
 
@@ -45,9 +46,9 @@ class Mlp(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies Dense -> GELU -> Dense on the last axis."""
         c = x.shape[-1]
-        h = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
-        h = nn.gelu(h, approximate=False)
-        return nn.Dense(c, dtype=self.dtype, name="fc2")(h)
+        h = Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        h = gelu(h)
+        return Dense(c, dtype=self.dtype, name="fc2")(h)
 
 
 class SwinBlock(nn.Module):
@@ -80,7 +81,7 @@ class SwinBlock(nn.Module):
         win, shift, (hp, wp) = window_geometry((h, w), tuple(self.window), self.shifted)
         stride = effective_kv_stride(self.kv_stride, win, shift)
         mask = shifted_window_mask((hp, wp), win, shift, (h, w), stride)
-        y = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm1")(x)
+        y = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm1")(x)
         if (hp, wp) != (h, w):
             y = jnp.pad(y, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
         y = WindowAttention(
@@ -94,7 +95,7 @@ class SwinBlock(nn.Module):
             name="attn",
         )(y, win, shift, mask)
         x = x + y[:, :h, :w, :]
-        y = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm2")(x)
+        y = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm2")(x)
         return x + Mlp(int(round(c * self.mlp_ratio)), self.dtype, name="mlp")(y)
 
 

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from swinjax.layers.ops import Dense, LayerNorm
+
 
 def space_to_depth(x: jax.Array, factor: int = 2) -> jax.Array:
     """``[B, H, W, C]`` -> ``[B, H/f, W/f, f*f*C]`` (channel order: row offset, col offset, C)."""
@@ -33,6 +35,45 @@ def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
     return x.reshape(b, h * factor, w * factor, c)
 
 
+def space_to_depth_levels(x: jax.Array, levels: int) -> jax.Array:
+    """``levels`` nested 2x space-to-depths in one transpose, keeping each level on its own axis.
+
+    ``[B, H, W, C]`` -> ``[B, H/2^L, W/2^L, 4, ..., 4, 4C]`` (``L - 1`` axes of 4). Reshaping the
+    last ``k + 1`` axes to one gives ``space_to_depth`` applied ``k + 1`` times, so a chain of patch
+    merges without blocks in between can run on this layout: each merge reduces the last axis and
+    the next one reads the last two axes as its merged channels, with no transpose of the
+    intermediate (larger) feature maps.
+    """
+    b, h, w, c = x.shape
+    f = 2**levels
+    if h % f or w % f:
+        raise ValueError(f"map {h}x{w} is not divisible by {f}")
+    x = x.reshape(b, h // f, *([2] * levels), w // f, *([2] * levels), c)
+    rows = [1 + 1 + i for i in range(levels)]  # row offsets, most significant first
+    cols = [2 + levels + 1 + i for i in range(levels)]
+    order = [0, 1, 2 + levels] + [a for pair in zip(rows, cols, strict=True) for a in pair]
+    x = x.transpose(*order, x.ndim - 1)
+    return x.reshape(b, h // f, w // f, *([4] * (levels - 1)), 4 * c)
+
+
+def depth_to_space_levels(x: jax.Array) -> jax.Array:
+    """Inverse of :func:`space_to_depth_levels`: ``[B, h, w, 4, ..., 4, 4C]`` -> ``[B, H, W, C]``.
+
+    The first axis of 4 holds the most significant (first split's) row and column offset.
+    """
+    b, h, w = x.shape[:3]
+    levels = x.ndim - 3
+    if x.shape[-1] % 4 or any(n != 4 for n in x.shape[3:-1]):
+        raise ValueError(f"expected [B, h, w, 4, ..., 4, 4C], got {x.shape}")
+    c = x.shape[-1] // 4
+    x = x.reshape(b, h, w, *([2] * (2 * levels)), c)
+    rows = [3 + 2 * i for i in range(levels)]
+    cols = [4 + 2 * i for i in range(levels)]
+    x = x.transpose(0, 1, *rows, 2, *cols, x.ndim - 1)
+    f = 2**levels
+    return x.reshape(b, h * f, w * f, c)
+
+
 class PatchMerge(nn.Module):
     """Space-to-depth 2x, LayerNorm, Linear (Swin's patch merging; SwinNPE §II).
 
@@ -49,14 +90,19 @@ class PatchMerge(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Halves H and W (both must be even)."""
-        x = space_to_depth(x, 2)
+    def __call__(self, x: jax.Array, merged: bool = False) -> jax.Array:
+        """Halves H and W (both must be even).
+
+        With ``merged=True`` the input is already space-to-depth ordered (last axis ``4C``, any
+        leading axes, see :func:`space_to_depth_levels`) and only the norm and Linear are applied.
+        """
+        if not merged:
+            x = space_to_depth(x, 2)
         if self.norm == "pre":
-            x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
-        x = nn.Dense(self.features, dtype=self.dtype, name="reduction")(x)
+            x = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
+        x = Dense(self.features, dtype=self.dtype, name="reduction")(x)
         if self.norm == "post":
-            x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
+            x = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
         return x
 
 
@@ -74,11 +120,18 @@ class PatchSplit(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Doubles H and W."""
+    def __call__(self, x: jax.Array, to_space: bool = True) -> jax.Array:
+        """Doubles H and W.
+
+        With ``to_space=False`` the result stays in depth order, ``[..., 4, features]`` (one axis
+        of 4 sub-tokens added, see :func:`depth_to_space_levels`): a following split can run on it
+        directly, and the chain is moved to space by one transpose at the end.
+        """
         if self.norm:
-            x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
-        x = nn.Dense(4 * self.features, dtype=self.dtype, name="expand")(x)
+            x = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
+        x = Dense(4 * self.features, dtype=self.dtype, name="expand")(x)
+        if not to_space:
+            return x.reshape(*x.shape[:-1], 4, self.features)
         return depth_to_space(x, 2)
 
 
@@ -101,4 +154,4 @@ class Conv3x3(nn.Module):
         cols = jnp.concatenate(
             [xp[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], axis=-1
         )
-        return nn.Dense(self.features, dtype=self.dtype, name="kernel")(cols)
+        return Dense(self.features, dtype=self.dtype, name="kernel")(cols)

@@ -93,8 +93,8 @@ def shifted_window_mask(
             key/value projection); the mask keeps only those key columns.
 
     Returns:
-        float32 ``[nH, nW, N, N // kv_stride**2]`` with 0 where attention is allowed and -1e9 where it is not, or
-        ``None`` when every pair is allowed (no shift and no padding).
+        float32 ``[nH, nW, N, N // kv_stride**2]`` with 0 where attention is allowed and -1e9
+        where it is not, or ``None`` when every pair is allowed (no shift and no padding).
     """
     h, w = size
     wh, ww = window
@@ -103,6 +103,7 @@ def shifted_window_mask(
     if (sh, sw) == (0, 0) and (vh, vw) == (h, w):
         return None
     n = wh * ww
+
     # Region ids on the rolled map: the last window of each axis mixes the map's end with the rows
     # (columns) that the roll wrapped around from its start; three bands per axis, as in Swin.
     def bands(n: int, win: int, s: int) -> np.ndarray:
@@ -118,7 +119,9 @@ def shifted_window_mask(
     pad[:, vw:] = True
     # Padding is defined on the unrolled map; rolled position p holds unrolled position p + shift.
     pad_rolled = np.roll(pad, (-sh, -sw), axis=(0, 1))
-    ids = region.reshape(h // wh, wh, w // ww, ww).transpose(0, 2, 1, 3).reshape(h // wh, w // ww, -1)
+    ids = (
+        region.reshape(h // wh, wh, w // ww, ww).transpose(0, 2, 1, 3).reshape(h // wh, w // ww, -1)
+    )
     padw = pad_rolled.reshape(h // wh, wh, w // ww, ww).transpose(0, 2, 1, 3)
     padw = padw.reshape(h // wh, w // ww, -1)
     allowed = (ids[..., :, None] == ids[..., None, :]) & ~padw[..., None, :]
