@@ -8,6 +8,10 @@ global batch of 8, and reports the median step time over ``--repeats`` runs afte
 steps/s, images/s, achieved GFLOP/s (XLA cost analysis of the compiled step / median time) and
 the ratio to a float32 matmul ceiling measured in the same process (benchmarks/transforms.py).
 
+``--stages`` times SwinCoder's stage-2 and stage-3 steps (VGG19 perceptual/style losses;
+plus the U-Net discriminator step) against its stage-1 step at 8 x 128^2, with randomly generated
+VGG19 weights (the cost does not depend on their values).
+
 ``--mesh-overhead`` re-runs SwinCoder at 8 x 128^2 in a child process with 8 host devices
 (``--xla_force_host_platform_device_count=8``) on a (8, 1) mesh and on one of those devices: on one
 CPU the 8 "devices" share the same cores, so the ratio measures the cost of partitioning and
@@ -39,22 +43,32 @@ from swinjax.train_lib import Trainer  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def bench(name: str, crop: int, repeats: int, ceiling: float, mesh: Any = None) -> dict[str, Any]:
+def bench(
+    name: str, crop: int, repeats: int, ceiling: float, mesh: Any = None, **overrides: Any
+) -> dict[str, Any]:
     """Times one compiled training step of config ``name`` at 8 x crop^2."""
-    config = load_config(str(ROOT / "configs" / f"{name}.py"))
+    file, _, arg = name.partition(":")
+    file = file.removesuffix(".py")
+    config = load_config(str(ROOT / "configs" / f"{file}.py") + (f":{arg}" if arg else ""))
     config.batch_size, config.crop = 8, crop
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
     trainer = Trainer(config, mesh=mesh)
     state = trainer.init(0)
     x = jax.device_put(
         jax.random.uniform(jax.random.key(1), trainer.x_shape, jnp.float32), trainer.batch_sharding
     )
     key = jax.random.key(2)
-    compiled = trainer._step.lower(state, x, key).compile()
+    compiled = trainer._step.lower(state, x, key, trainer.extra).compile()
     flops = flops_of(compiled)
     holder = {"state": state}
 
     def step() -> Any:
-        holder["state"], m = compiled(holder["state"], x, key)
+        holder["state"], m = compiled(holder["state"], x, key, trainer.extra)
         return m["loss"]
 
     times = time_compiled(lambda: step(), (), repeats)
@@ -72,6 +86,32 @@ def bench(name: str, crop: int, repeats: int, ceiling: float, mesh: Any = None) 
     }
 
 
+def stage_costs(repeats: int, ceiling: float) -> list[dict[str, Any]]:
+    """Stage 1, 2 and 3 steps of SwinCoder at 8 x 128^2 (random full-width VGG19 weights)."""
+    import tempfile
+
+    import numpy as np
+
+    from swinjax.models.vgg import random_vgg_arrays
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/vgg19.npz"
+        np.savez(path, **random_vgg_arrays(19, 64, seed=0))
+        for stage, name in (
+            (1, "swincoder"),
+            (2, "swincoder_stage2"),
+            (3, "swincoder_stage3"),
+        ):
+            over = (
+                {} if stage == 1 else {"perceptual.vgg_weights": path, "perceptual.d_features": 64}
+            )
+            r = bench(name, 128, repeats, ceiling, **over)
+            r["config"] = f"swincoder stage {stage}"
+            rows.append(r)
+    return rows
+
+
 def mesh_overhead(repeats: int) -> dict[str, Any]:
     """Child-process measurement: (8, 1) mesh of host devices vs one of them."""
     ceiling = matmul_ceiling(repeats)["gflops_median"]
@@ -87,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", default="256,128")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mesh-overhead", action="store_true")
+    p.add_argument("--stages", action="store_true", help="stage 2/3 step cost vs stage 1")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -101,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     print("| config | batch | step s | steps/s | images/s | GFLOP/s | / ceiling |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for name in args.configs.split(","):
+    for name in [n for n in args.configs.split(",") if n]:
         for crop in (int(s) for s in args.sizes.split(",")):
             r = bench(name, crop, args.repeats, ceil["gflops_median"])
             rows.append(r)
@@ -110,6 +151,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['images_per_s']:.1f} | {r['gflops']:.1f} | {r['ceiling_ratio']:.0%} |",
                 flush=True,
             )
+    if args.stages:
+        rows_s = stage_costs(args.repeats, ceil["gflops_median"])
+        base = rows_s[0]["step_s"]
+        print("\n| SwinCoder 8x128^2 | step s | vs stage 1 |")
+        print("|---|---:|---:|")
+        for r in rows_s:
+            print(f"| {r['config']} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x |")
+        rows.extend(rows_s)
     if args.mesh_overhead:
         flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
         env = dict(os.environ, XLA_FLAGS=flags.strip())
