@@ -913,7 +913,13 @@ def format_report(report: Report) -> str:
                 v = bd.get(key)
                 if v is None:
                     why = str(bd.get(f"{key}_note", ""))
-                    why = "no overlap" if "overlap" in why else why[:40]
+                    short = {
+                        "overlap": "no overlap",
+                        "at least 2": "too few points",
+                        "not in both": "metric missing",
+                        "same quality": "repeated quality",
+                    }
+                    why = next((v for k, v in short.items() if k in why), why[:40])
                     parts.append(f"{label} n/a ({why})" if why else f"{label} n/a")
                 else:
                     cov = bd.get(f"{key}_overlap", 1.0)
