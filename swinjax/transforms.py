@@ -36,6 +36,21 @@ from swinjax.layers.resample import (
 )
 
 
+def _swin_stage(t: Any, depth: int, heads: int, i: int) -> SwinStage:
+    """Stage ``i`` of a Swin transform ``t`` (:class:`Analysis` or :class:`Synthesis`)."""
+    return SwinStage(
+        depth,
+        heads,
+        (t.window, t.window),
+        t.mlp_ratio,
+        t.projection,
+        t.relative_position_bias,
+        t.kv_stride,
+        t.dtype,
+        name=f"stage{i}",
+    )
+
+
 class Analysis(nn.Module):
     """Swin analysis transform (g_a, or h_a of SwinNPE/SwinT-ChARM).
 
@@ -85,17 +100,7 @@ class Analysis(nn.Module):
             else:
                 x = merge(x)
             if d:
-                x = SwinStage(
-                    d,
-                    h,
-                    (self.window, self.window),
-                    self.mlp_ratio,
-                    self.projection,
-                    self.relative_position_bias,
-                    self.kv_stride,
-                    self.dtype,
-                    name=f"stage{i}",
-                )(x)
+                x = _swin_stage(self, d, h, i)(x)
         if self.out_channels is not None:
             x = Dense(self.out_channels, dtype=self.dtype, name="out")(x)
         if self.adaln:
@@ -144,17 +149,7 @@ class Synthesis(nn.Module):
         n = len(self.channels)
         for i, (d, h) in enumerate(zip(self.depths, self.heads, strict=True)):
             if d:
-                x = SwinStage(
-                    d,
-                    h,
-                    (self.window, self.window),
-                    self.mlp_ratio,
-                    self.projection,
-                    self.relative_position_bias,
-                    self.kv_stride,
-                    self.dtype,
-                    name=f"stage{i}",
-                )(x)
+                x = _swin_stage(self, d, h, i)(x)
             nxt = self.channels[i + 1] if i + 1 < n else self.out_channels
             # The input of the first split is the raw latent when there are no blocks and no
             # in_proj; normalising it would erase its scale, so only normalise features.
