@@ -19,6 +19,16 @@ curve (PCHIP, overlap only). Tiles are independent swinjax files (``python -m sw
 Whole-image cases above ``--skip-whole-above`` pixels are skipped for models with more than
 ``--whole-max-params`` parameters, whose activations on a shared 24 GiB machine risk the OOM
 killer; the tiled rows are what bounds memory.
+
+Measured (2026-11-22, shared 2-core x86-64 VM under load, so times are noisy):
+
+* SwinCoder (configs/swincoder.py, 19.6 M params, random init, default λ): 64x64 baseline
+  1.26 GB peak; 2048x1376 whole image 2.64 GB, 14.0 s encode / 10.2 s decode; in 1024 tiles
+  1.42 GB, 17.3 s / 8.5 s; 4096x4096 in 1024 tiles 1.42 GB peak (the same bound), 97 s / 53 s
+  (whole 4096x4096 not run: extrapolated ~9 GB).
+* swincoder-tiny trained 4000 steps: 4096x4096 whole 2.5 GB, in 512 tiles 1.8 GB (before psnr
+  stopped making float64 copies). Tiling cost on 4 Kodak images, 4 λ: BD-rate +0.7 % with 512
+  tiles (2 per image), +9.7 % with 256 tiles (6 per image).
 """
 
 from __future__ import annotations
