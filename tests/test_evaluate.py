@@ -241,3 +241,38 @@ def test_fixed_rate_models_evaluate_one_point():
     var = ml_collections.ConfigDict({"variable_rate": True, "lmbda": {"min": 16.0, "max": 1024.0}})
     lms, _ = evaluation.lmbdas_for(var, None)
     assert lms[0] == pytest.approx(16) and lms[-1] == pytest.approx(1024) and len(lms) == 5
+
+
+def test_perceptual_metrics_are_reported_when_weights_are_given(
+    export, data, tmp_path, monkeypatch
+):
+    # The hook calls swinjax.perceptual's load_<name>(path) and <name>(params, x, y) on [0, 1]
+    # batches; a stand-in module checks the wiring without VGG weights or compiling VGG16.
+    import sys
+    import types
+
+    fake = types.ModuleType("swinjax.perceptual")
+    fake.load_lpips = lambda path: {"scale": float(pathlib.Path(path).read_text())}
+    fake.lpips = lambda p, x, y: p["scale"] * np.abs(x - y).mean(axis=(1, 2, 3))
+    monkeypatch.setitem(sys.modules, "swinjax.perceptual", fake)
+    weights = tmp_path / "lpips.npz"
+    weights.write_text("2.0")
+    status, _, err = run(
+        ["--ckpt", export, "--data", data, "--lmbda", "64", "--codecs", "none", "--quiet",
+         "--lpips-weights", weights, "--out", tmp_path / "r.json", "--per-image",
+         "--keep-files", tmp_path / "files"]
+    )  # fmt: skip
+    assert status == 0, err
+    res = _json(tmp_path / "r.json")
+    assert res["results"]["dists"] == [None]
+    assert not any(n.startswith("lpips") for n in res["notes"])
+    assert any(n.startswith("dists: unavailable") for n in res["notes"])
+    codec = evaluation.open_codec(export)
+    values = []
+    for rec in _json(tmp_path / "r_per_image.json")["records"]:
+        original = np.asarray(Image.open(data / rec["image"]).convert("RGB"), np.float32) / 255
+        f = tmp_path / "files" / f"{pathlib.Path(rec['image']).with_suffix('')}.l64.swj"
+        decoded = codec.decompress(f.read_bytes()).astype(np.float32) / 255
+        assert rec["lpips"] == pytest.approx(2.0 * np.abs(original - decoded).mean(), rel=1e-5)
+        values.append(rec["lpips"])
+    assert res["results"]["lpips"] == [pytest.approx(np.mean(values))]
