@@ -453,6 +453,9 @@ def _images(data: str, max_images: int | None) -> list[pathlib.Path]:
     from swinjax.data import DataConfigError, find_images
 
     p = pathlib.Path(data)
+    if data == DEFAULT_DATA and not p.exists():  # run from elsewhere: next to the repository
+        beside_repo = pathlib.Path(__file__).resolve().parents[1] / DEFAULT_DATA
+        p = beside_repo if beside_repo.exists() else p
     if p.is_file():
         return [p]
     if not p.exists():
