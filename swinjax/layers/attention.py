@@ -108,6 +108,73 @@ def effective_kv_stride(kv_stride: int, window: tuple[int, int], shift: tuple[in
     return 1
 
 
+def window_attention_core(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    bias: jax.Array | None,
+    mask: np.ndarray | None,
+    grid: tuple[int, int, int],
+) -> jax.Array:
+    """``softmax(q k^T + bias + mask) v`` per window and head, with a hand-written backward pass.
+
+    Args:
+        q: ``[B * nH * nW, heads, N, d]`` queries, already scaled by ``1/sqrt(d)``.
+        k: ``[B * nH * nW, heads, M, d]`` keys.
+        v: ``[B * nH * nW, heads, M, d]`` values.
+        bias: ``[heads, N, M]`` (relative position bias) or None.
+        mask: ``[nH, nW, N, M]`` additive constant or None.
+        grid: ``(B, nH, nW)``.
+
+    Returns:
+        ``[B * nH * nW, heads, N, d]``; logits and softmax are float32.
+
+    The backward pass uses ``rowsum(dP * P) = rowsum(dO * O)`` (as FlashAttention does) and keeps
+    every operand in the head-major layout above, which XLA's CPU backend maps to batched GEMMs
+    without transposing the ``N x M`` probability matrices.
+    """
+    b, nh, nw = grid
+    heads, n, m = q.shape[1], q.shape[2], k.shape[2]
+    dtype = q.dtype
+
+    def probs(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
+        s = jnp.einsum("whqd,whkd->whqk", q, k).astype(jnp.float32)
+        if bias is not None or mask is not None:
+            s = s.reshape(b, nh, nw, heads, n, m)
+            if bias is not None:
+                s = s + bias
+            if mask is not None:
+                s = s + jnp.asarray(mask)[:, :, None]
+            s = s.reshape(-1, heads, n, m)
+        e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
+        return e / jnp.sum(e, axis=-1, keepdims=True)
+
+    @jax.custom_vjp
+    def core(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+        return jnp.einsum("whqk,whkd->whqd", probs(q, k, bias).astype(dtype), v)
+
+    def fwd(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> tuple:
+        p = probs(q, k, bias)
+        o = jnp.einsum("whqk,whkd->whqd", p.astype(dtype), v)
+        return o, (q, k, v, p, o, bias)
+
+    def bwd(res: tuple, do: jax.Array) -> tuple:
+        q, k, v, p, o, bias = res
+        dv = jnp.einsum("whqk,whqd->whkd", p.astype(dtype), do)
+        dp = jnp.einsum("whqd,whkd->whqk", do, v).astype(jnp.float32)
+        rows = jnp.sum((do * o).astype(jnp.float32), axis=-1, keepdims=True)
+        ds = p * (dp - rows)
+        dq = jnp.einsum("whqk,whkd->whqd", ds.astype(dtype), k)
+        dk = jnp.einsum("whqk,whqd->whkd", ds.astype(dtype), q)
+        dbias = None
+        if bias is not None:
+            dbias = jnp.sum(ds.reshape(-1, heads, n, m), axis=0).astype(bias.dtype)
+        return dq, dk, dv, dbias
+
+    core.defvjp(fwd, bwd)
+    return core(q, k, v, bias)
+
+
 def _roll(x: jax.Array, shift: tuple[int, int]) -> jax.Array:
     if shift == (0, 0):
         return x
@@ -185,9 +252,8 @@ class WindowAttention(nn.Module):
             # into window order once, instead of rolling and partitioning q, k and v separately.
             xw = window_partition(_roll(x, shift), window)
             b, nh, nw, n, _ = xw.shape
-            m = n
-            qkv = dense(3 * c, "qkv")(xw).reshape(b, nh, nw, n, 3, heads, head_dim)
-            q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+            qkv = dense(3 * c, "qkv")(xw).reshape(b * nh * nw, n, 3, heads, head_dim)
+            q, k, v = qkv.transpose(2, 0, 3, 1, 4)
         else:
             q = DepthwiseConv3x3(dtype=dtype, name="q_dw")(x)
             k = DepthwiseConv3x3(stride=stride, dtype=dtype, name="k_dw")(x)
@@ -196,17 +262,19 @@ class WindowAttention(nn.Module):
                 q, k, v = dense(c, "q_pw")(q), dense(c, "k_pw")(k), dense(c, "v_pw")(v)
             kv_window = (window[0] // stride, window[1] // stride)
             kv_shift = (shift[0] // stride, shift[1] // stride)
-            q = window_partition(_roll(q, shift), window)
-            k = window_partition(_roll(k, kv_shift), kv_window)
-            v = window_partition(_roll(v, kv_shift), kv_window)
-            b, nh, nw, n, _ = q.shape
-            m = k.shape[3]
-            q = q.reshape(b, nh, nw, n, heads, head_dim)
-            k = k.reshape(b, nh, nw, m, heads, head_dim)
-            v = v.reshape(b, nh, nw, m, heads, head_dim)
 
-        logits = jnp.einsum("bxyqhd,bxykhd->bxyhqk", q * (1.0 / math.sqrt(head_dim)), k)
-        logits = logits.astype(jnp.float32)
+            def heads_first(t: jax.Array, win: tuple[int, int], sh: tuple[int, int]) -> jax.Array:
+                t = window_partition(_roll(t, sh), win)
+                bb, th, tw, tn, _ = t.shape
+                return t.reshape(bb * th * tw, tn, heads, head_dim).transpose(0, 2, 1, 3)
+
+            b, nh, nw = x.shape[0], x.shape[1] // window[0], x.shape[2] // window[1]
+            n = window[0] * window[1]
+            q = heads_first(q, window, shift)
+            k = heads_first(k, kv_window, kv_shift)
+            v = heads_first(v, kv_window, kv_shift)
+
+        bias = None
         if self.relative_position_bias:
             wh, ww = self.window
             table = self.param(
@@ -217,11 +285,8 @@ class WindowAttention(nn.Module):
             )
             index = relative_position_index(tuple(window), tuple(self.window))
             bias = table[index.reshape(-1)].reshape(n, n, heads).transpose(2, 0, 1)
-            logits = logits + bias
-        if mask is not None:
-            logits = logits + jnp.asarray(mask)[None, :, :, None]
-        attn = jax.nn.softmax(logits, axis=-1).astype(dtype)
-        out = jnp.einsum("bxyhqk,bxykhd->bxyqhd", attn, v).reshape(b, nh, nw, n, c)
+        out = window_attention_core(q * (1.0 / math.sqrt(head_dim)), k, v, bias, mask, (b, nh, nw))
+        out = out.transpose(0, 2, 1, 3).reshape(b, nh, nw, n, c)
         # The output projection is per token too: apply it before leaving window order.
         out = dense(c, "proj")(out)
         return _unroll(window_reverse(out, window), shift)
