@@ -113,7 +113,7 @@ def test_test_sets_are_refused_for_training_and_validation(tmp_path):
 def test_default_dirs_are_the_shared_training_and_validation_sets():
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is missing")
-    assert data.default_shared_dir() == SHARED.resolve()
+    assert data.default_shared_dir().resolve() == SHARED.resolve()  # also via a symlink
     train = data.resolve_dirs("", purpose="train")
     assert [pathlib.Path(d).name for d in train] == list(data.TRAIN_SETS)
     assert not set(data.TEST_ONLY_SETS) & {pathlib.Path(d).name for d in train}
