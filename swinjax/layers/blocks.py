@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from swinjax.layers.attention import Projection, WindowAttention, effective_kv_stride
-from swinjax.layers.ops import Dense, LayerNorm, gelu
+from swinjax.layers.ops import Dense, LayerNorm
 from swinjax.layers.windows import shifted_window_mask
 
 
@@ -43,12 +43,18 @@ class Mlp(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies Dense -> GELU -> Dense on the last axis."""
+    def __call__(self, x: jax.Array, norm: tuple | None = None) -> jax.Array:
+        """Applies Dense -> GELU -> Dense on the last axis.
+
+        ``norm`` (LayerNorm parameters, see :meth:`LayerNorm.__call__`) normalises ``x`` first,
+        fused into ``fc1``; GELU is fused into ``fc2`` (:func:`~swinjax.layers.ops.fused_dense`).
+        """
         c = x.shape[-1]
-        h = Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
-        h = gelu(h)
-        return Dense(c, dtype=self.dtype, name="fc2")(h)
+        if norm is None:
+            h = Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        else:
+            h = Dense(self.hidden, dtype=self.dtype, name="fc1")(x, norm=norm)
+        return Dense(c, dtype=self.dtype, name="fc2")(h, activation="gelu")
 
 
 class SwinBlock(nn.Module):
@@ -95,8 +101,8 @@ class SwinBlock(nn.Module):
             name="attn",
         )(y, win, shift, mask)
         x = x + y[:, :h, :w, :]
-        y = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm2")(x)
-        return x + Mlp(int(round(c * self.mlp_ratio)), self.dtype, name="mlp")(y)
+        norm2 = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm2")(x, params_only=True)
+        return x + Mlp(int(round(c * self.mlp_ratio)), self.dtype, name="mlp")(x, norm=norm2)
 
 
 class SwinStage(nn.Module):

@@ -122,8 +122,12 @@ class LayerNorm(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Normalises ``x [..., C]`` over C."""
+    def __call__(self, x: jax.Array, params_only: bool = False) -> jax.Array | tuple:
+        """Normalises ``x [..., C]`` over C.
+
+        With ``params_only=True`` it returns ``(scale, bias, epsilon)`` instead (``None`` for an
+        unused affine part), to be fused into a following :class:`Dense` (its ``norm=``).
+        """
         c = x.shape[-1]
         scale = (
             self.param("scale", nn.initializers.ones, (c,), jnp.float32) if self.use_scale else None
@@ -131,9 +135,129 @@ class LayerNorm(nn.Module):
         bias = (
             self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else None
         )
+        if params_only:
+            return scale, bias, self.epsilon
         # nn.LayerNorm's output dtype: the given dtype, else the input promoted with the params.
         x = x.astype(self.dtype or jnp.promote_types(x.dtype, jnp.float32))
         return layer_norm(x, scale, bias, self.epsilon)
+
+
+def _gelu_grad(x: jax.Array) -> jax.Array:
+    """``d gelu / dx = Phi(x) + x phi(x)``."""
+    # ``-erf(-(x c))``: a different HLO expression than the ones in ``gelu`` and
+    # ``_gelu_recompute`` (equal bitwise, see there), so that XLA neither merges them (CSE) nor
+    # materialises one shared ``erf`` buffer; each fusion evaluates its own polynomial, which is
+    # cheaper than writing and reading the buffer.
+    cdf = 0.5 * (1.0 - jax.lax.erf(-(x * _SQRT_HALF)))
+    return cdf + x * jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+def _gelu_recompute(x: jax.Array) -> jax.Array:
+    """:func:`gelu` again, written so that XLA cannot merge it with the forward evaluation.
+
+    ``erf`` is odd, and XLA's rational approximation of it exactly so: ``1 - erf(-t)`` is bitwise
+    ``1 + erf(t)``. Without the different expression XLA's CSE (which also runs through
+    ``optimization_barrier`` on CPU, where barriers are removed first) would keep the forward
+    output alive instead of recomputing it.
+    """
+    return 0.5 * x * (1.0 - jax.lax.erf(x * -_SQRT_HALF))
+
+
+def _matmul_tn(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^T b`` for ``a [T, C]``, ``b [T, F]`` (weight gradients: one contracting axis)."""
+    return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())))
+
+
+def fused_dense(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    norm: tuple | None = None,
+    activation: str | None = None,
+) -> jax.Array:
+    """``prologue(x) @ kernel + bias`` whose prologue output is recomputed in the backward pass.
+
+    The prologue is a LayerNorm (``norm=(scale, bias, eps)``, either affine part may be None) or
+    the exact GELU (``activation="gelu"``). A plain composition keeps the prologue output alive
+    from the forward to the backward pass for the weight gradient, next to the prologue input that
+    its own derivative needs; recomputing it (a cheap elementwise pass) instead keeps one
+    activation less in memory. On XLA's CPU backend every byte of that memory is page-faulted in
+    again on each step, which costs more than the recomputation.
+
+    Args:
+        x: ``[..., C]``.
+        kernel: ``[C, F]``.
+        bias: ``[F]`` or None.
+        norm: LayerNorm parameters, or None.
+        activation: ``"gelu"`` or None (exactly one of ``norm`` and ``activation`` is given).
+
+    Returns:
+        ``[..., F]`` in the dtype of ``x``.
+    """
+    if (norm is None) == (activation is None):
+        raise ValueError("fused_dense needs exactly one of norm= and activation=")
+    if activation not in (None, "gelu"):
+        raise ValueError(f"unsupported activation {activation!r}")
+    lead, c, f = x.shape[:-1], x.shape[-1], kernel.shape[-1]
+    dtype = x.dtype
+    x2 = x.reshape(-1, c)
+    eps = norm[2] if norm is not None else 0.0
+    ln_scale = None if norm is None else norm[0]
+    ln_bias = None if norm is None else norm[1]
+    ln_scale = jnp.ones((c,), jnp.float32) if ln_scale is None else ln_scale.astype(jnp.float32)
+    ln_bias = jnp.zeros((c,), jnp.float32) if ln_bias is None else ln_bias.astype(jnp.float32)
+    bias = jnp.zeros((f,), dtype) if bias is None else bias.astype(dtype)
+    kernel = kernel.astype(dtype)
+
+    def prologue(x2: jax.Array, s: jax.Array, b: jax.Array, stats: tuple | None) -> jax.Array:
+        if norm is None:
+            return gelu(x2)
+        mean, rstd = stats if stats is not None else _ln_stats(x2, eps)
+        return ((x2 - mean) * rstd * s + b).astype(dtype)
+
+    def recompute(x2: jax.Array, s: jax.Array, b: jax.Array, stats: tuple | None) -> jax.Array:
+        # Equal to prologue() up to rounding but a different expression: see _gelu_recompute.
+        if norm is None:
+            return _gelu_recompute(x2)
+        mean, rstd = stats
+        return ((x2 - mean) * (rstd * s) + b).astype(dtype)
+
+    def matmul(u: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+        return jax.lax.dot_general(u, kernel, (((1,), (0,)), ((), ()))) + bias
+
+    @jax.custom_vjp
+    def op(x2: jax.Array, kernel: jax.Array, bias: jax.Array, s: jax.Array, b: jax.Array):
+        return matmul(prologue(x2, s, b, None), kernel, bias)
+
+    def fwd(x2: jax.Array, kernel: jax.Array, bias: jax.Array, s: jax.Array, b: jax.Array):
+        stats = None if norm is None else _ln_stats(x2, eps)
+        y = matmul(prologue(x2, s, b, stats), kernel, bias)
+        return y, (x2, kernel, s, b, stats)
+
+    def bwd(res: tuple, dy: jax.Array) -> tuple:
+        x2, kernel, s, b, stats = res
+        # XLA's CPU scheduler runs a computation as soon as its operands exist: recomputing from
+        # forward values alone would happen at the start of the backward pass, and all the
+        # recomputed activations would be alive together. A (numerically void) dependency on
+        # this layer's incoming gradient schedules the recomputation where it is used. It only
+        # changes results when dy is already non-finite (the step's gradients are NaN then).
+        x2 = x2 + jnp.zeros((), x2.dtype) * dy[0, 0].astype(x2.dtype)
+        u = recompute(x2, s, b, stats)
+        dkernel = _matmul_tn(u, dy)
+        dbias = jnp.sum(dy, axis=0)
+        du = jax.lax.dot_general(dy, kernel, (((1,), (1,)), ((), ())))
+        if norm is None:
+            return du * _gelu_grad(x2), dkernel, dbias, jnp.zeros_like(s), jnp.zeros_like(b)
+        mean, rstd = stats
+        du32 = du.astype(jnp.float32)
+        xhat = (x2.astype(jnp.float32) - mean) * rstd
+        dx = rstd * (du32 * s - _row_mean(du32, s) - xhat * _row_mean(du32 * xhat, s))
+        ds = jnp.sum(du32 * xhat, axis=0)
+        db = jnp.sum(du32, axis=0)
+        return dx.astype(dtype), dkernel, dbias, ds, db
+
+    op.defvjp(fwd, bwd)
+    return op(x2, kernel, bias, ln_scale, ln_bias).reshape(*lead, f)
 
 
 class Dense(nn.Module):
@@ -143,6 +267,9 @@ class Dense(nn.Module):
     axis in the weight gradient ``x^T dy``, XLA's CPU backend calls its GEMM with a transposed
     operand directly; with ``[B, H, W]`` leading axes its dot canonicalisation first materialises
     a transposed copy of ``dy`` (one extra read and write of the largest activations).
+
+    ``norm=`` (a LayerNorm's ``params_only`` output) or ``activation="gelu"`` applies that
+    function to the input first, fused as in :func:`fused_dense`.
     """
 
     features: int
@@ -152,7 +279,9 @@ class Dense(nn.Module):
     bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, norm: tuple | None = None, activation: str | None = None
+    ) -> jax.Array:
         """``[..., C_in]`` -> ``[..., features]``."""
         c = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (c, self.features), jnp.float32)
@@ -161,6 +290,9 @@ class Dense(nn.Module):
             if self.use_bias
             else None
         )
+        if norm is not None or activation is not None:
+            dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
+            return fused_dense(x.astype(dtype), kernel, bias, norm, activation)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = jax.lax.dot_general(x.reshape(-1, c), kernel, (((1,), (0,)), ((), ())))
         if bias is not None:

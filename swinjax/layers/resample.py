@@ -99,7 +99,8 @@ class PatchMerge(nn.Module):
         if not merged:
             x = space_to_depth(x, 2)
         if self.norm == "pre":
-            x = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
+            norm = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x, params_only=True)
+            return Dense(self.features, dtype=self.dtype, name="reduction")(x, norm=norm)
         x = Dense(self.features, dtype=self.dtype, name="reduction")(x)
         if self.norm == "post":
             x = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
@@ -128,8 +129,10 @@ class PatchSplit(nn.Module):
         directly, and the chain is moved to space by one transpose at the end.
         """
         if self.norm:
-            x = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
-        x = Dense(4 * self.features, dtype=self.dtype, name="expand")(x)
+            norm = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x, params_only=True)
+            x = Dense(4 * self.features, dtype=self.dtype, name="expand")(x, norm=norm)
+        else:
+            x = Dense(4 * self.features, dtype=self.dtype, name="expand")(x)
         if not to_space:
             return x.reshape(*x.shape[:-1], 4, self.features)
         return depth_to_space(x, 2)
