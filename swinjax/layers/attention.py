@@ -168,7 +168,12 @@ def window_attention_core(
         dk = jnp.einsum("whqk,whqd->whkd", ds.astype(dtype), q)
         dbias = None
         if bias is not None:
-            dbias = jnp.sum(ds.reshape(-1, heads, n, m), axis=0).astype(bias.dtype)
+            # A sum over the (few) windows as a vector-matrix product: YNNPACK's reduction over a
+            # short leading axis runs ~10x slower on CPU.
+            flat = ds.reshape(ds.shape[0], heads * n * m)
+            ones = jnp.ones((flat.shape[0],), flat.dtype)
+            dbias = jnp.matmul(ones, flat, precision=jax.lax.Precision.HIGHEST)
+            dbias = dbias.reshape(heads, n, m).astype(bias.dtype)
         return dq, dk, dv, dbias
 
     core.defvjp(fwd, bwd)

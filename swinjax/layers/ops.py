@@ -236,16 +236,17 @@ def fused_dense(
 
     def bwd(res: tuple, dy: jax.Array) -> tuple:
         x2, kernel, s, b, stats = res
+        du = jax.lax.dot_general(dy, kernel, (((1,), (1,)), ((), ())))
         # XLA's CPU scheduler runs a computation as soon as its operands exist: recomputing from
-        # forward values alone would happen at the start of the backward pass, and all the
-        # recomputed activations would be alive together. A (numerically void) dependency on
-        # this layer's incoming gradient schedules the recomputation where it is used. It only
-        # changes results when dy is already non-finite (the step's gradients are NaN then).
-        x2 = x2 + jnp.zeros((), x2.dtype) * dy[0, 0].astype(x2.dtype)
-        u = recompute(x2, s, b, stats)
+        # forward values alone would happen at the start of the backward pass, with all the
+        # recomputed activations alive together. A numerically void dependency on ``du`` (a
+        # matmul output, so XLA cannot inline its producer into the loop) schedules the
+        # recomputation where it is used. It only changes results when ``du`` is already
+        # non-finite, and then this step's gradients are NaN anyway.
+        late = x2 + jnp.zeros((), x2.dtype) * du[0, 0].astype(x2.dtype)
+        u = recompute(late, s, b, stats)
         dkernel = _matmul_tn(u, dy)
         dbias = jnp.sum(dy, axis=0)
-        du = jax.lax.dot_general(dy, kernel, (((1,), (1,)), ((), ())))
         if norm is None:
             return du * _gelu_grad(x2), dkernel, dbias, jnp.zeros_like(s), jnp.zeros_like(b)
         mean, rstd = stats
