@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from swinjax.lmbda import lmbda_range
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 
@@ -143,7 +145,7 @@ def tiling_bd(ckpt: str, tile: int, n_images: int) -> dict:
     model = codec.model
     if not bool(model.get("variable_rate", False)):
         return {"note": "fixed-rate model: one point, no BD-rate"}
-    lms = [float(v) for v in np.geomspace(float(model.lmbda.min), float(model.lmbda.max), 4)]
+    lms = lmbda_range(model).sweep(4)
     files = sorted(KODAK.glob("kodim*.png"))[:n_images]
     if not files:
         return {"note": "no Kodak images in ../shared"}

@@ -42,6 +42,7 @@ import numpy as np
 
 from swinjax.config_utils import load_config
 from swinjax.layers.adaln import LambdaEmbedding
+from swinjax.lmbda import lmbda_range
 from swinjax.transforms import build_transforms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -137,7 +138,11 @@ def bench_config(
     for batch, h, w in WORKLOADS:
         rng = np.random.default_rng(1)
         x = jnp.asarray(rng.uniform(size=(batch, h, w, 3)).astype(np.float32))
-        lmbda = jnp.asarray(np.exp(rng.uniform(np.log(16), np.log(1024), batch)), jnp.float32)
+        lmbda = (
+            lmbda_range(config).sample(jax.random.key(3), batch)
+            if config.model.variable_rate
+            else jnp.ones((batch,), jnp.float32)
+        )
         key = jax.random.key(2)
         params = jax.jit(module.init)(jax.random.key(0), x, lmbda, key)
 

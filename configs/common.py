@@ -7,16 +7,15 @@ Keys used from the command line are part of the interface: ``total_steps``, ``ch
 import ml_collections
 
 
-def add_training(c: ml_collections.ConfigDict, *, lmbda: float, total_steps: int) -> None:
+def add_training(c: ml_collections.ConfigDict, *, total_steps: int) -> None:
     """Adds the training, data, mesh and logging sections to ``c`` in place."""
     c.total_steps = total_steps
     c.batch_size = 8  # global batch, independent of the device count
     c.crop = 256  # never below 128 for the full models (window geometry of the deepest stage)
-    c.lmbda = lmbda  # fixed-rate models; variable-rate models sample model.lmbda.min..max
     c.lr = 1e-4
     c.warmup_steps = 1000
     c.lr_final_fraction = 0.01  # cosine decay to lr * this at total_steps
-    c.weight_decay = 1e-4  # AdamW; applied to matrices only (not biases, norms, densities)
+    c.weight_decay = 1e-4  # AdamW; Dense/conv kernels only (not biases, norms, tables, embeddings)
     c.grad_clip = 1.0
     c.aux_lr = 1e-3  # quantiles of the factorized prior, own optimizer
     c.max_consecutive_nonfinite = 20
@@ -51,11 +50,16 @@ def add_training(c: ml_collections.ConfigDict, *, lmbda: float, total_steps: int
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.data = ml_collections.ConfigDict(
         dict(
-            # Empty means ../shared/datasets/{bsds500,sun-hays80,wikipedia-photos} next to the repo.
+            # Empty means ../shared/datasets/{bsds500,sun-hays80,wikipedia-photos,train-hr} next
+            # to the repo.
             train_dirs="",
             val_dirs="",  # empty: ../shared/datasets/{div2k-valid-256crops,urban100-256crops}
             val_images=16,  # images of the validation sets used by the quick validation
             num_workers=0,
+            # MiB of decoded training images kept in memory, per process (or per grain worker):
+            # the default sets take about 0.54 GB decoded, so after the first epoch no file is
+            # decoded again; 0 disables the cache. Batches are the same with any value.
+            cache_mb=3072,
         )
     )
 

@@ -21,8 +21,10 @@ Readings of the paper (§II-A), where it leaves things open:
   256, 8 heads, window 8) with masked self-attention over (position, half) tokens predicts the
   mean and scale of each group from the hyperprior and earlier groups
   (:mod:`swinjax.entropy.grouped` explains the two-stream masking).
-* AdaLN after the last layer of g_a and the first layer of g_s, conditioned on an embedding of
-  lambda (QARV): sinusoidal on log lambda, MLP, shift/scale.
+* AdaLN after the last layer of g_a and the first layer of g_s "the same as in QARV": a
+  residual block ``x + gamma * MLP(AdaLN(x, e))`` at each place (nothing normalises the latent
+  itself), with ``e`` an MLP of a smooth sinusoidal code of log lambda
+  (:mod:`swinjax.layers.adaln`). lambda is drawn log-uniformly in [16, 1024] per example.
 """
 
 import ml_collections
@@ -31,10 +33,14 @@ from swinjax.config_utils import load_sibling
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the SwinCoder config; ``arg="tiny"`` gives the CPU-test variant."""
+    """Returns the SwinCoder config.
+
+    ``arg``: comma-separated parts; ``tiny`` gives the CPU-test variant, ``fixedL`` (e.g.
+    ``fixed16``) a fixed-rate model at lambda L.
+    """
     c = ml_collections.ConfigDict()
     c.seed = 0
-    load_sibling(__file__, "common").add_training(c, lmbda=256.0, total_steps=2000000)
+    load_sibling(__file__, "common").add_training(c, total_steps=2000000)
     c.model = ml_collections.ConfigDict(
         dict(
             id="swincoder",
@@ -42,7 +48,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             hyper_channels=192,
             mlp_ratio=4.0,
             variable_rate=True,
+            # The trained lambda range (the paper's [16, 1024]); a fixed-rate variant replaces
+            # this by dict(value=L) and sets variable_rate=False (see fixed_rate()).
             lmbda=ml_collections.ConfigDict(dict(min=16.0, max=1024.0, embedding=256)),
+            quantization="mixed",
             g_a=dict(
                 channels=(128, 128, 256, 384),
                 depths=(0, 1, 2, 2),
@@ -68,13 +77,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 h_s_widths=(192, 208, 224, 240, 512),
                 h_s_upsample=(1, 2, 1, 2, 1),
             ),
-            entropy=dict(kind="masked_grouped", dim=256, num_heads=8, window=8, mlp_ratio=4.0),
+            # context="rounded": training feeds earlier groups as the decoder has them.
+            entropy=dict(
+                kind="masked_grouped",
+                dim=256,
+                num_heads=8,
+                window=8,
+                mlp_ratio=4.0,
+                context="rounded",
+            ),
         )
     )
-    if arg == "tiny":
-        apply_tiny(c)
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r} (expected nothing or 'tiny')")
+    for part in (arg or "").split(","):
+        if part == "tiny":
+            apply_tiny(c)
+        elif part.startswith("fixed"):
+            fixed_rate(c, float(part[len("fixed") :]))
+        elif part:
+            raise ValueError(
+                f"unknown config argument {part!r} (expected 'tiny' and/or 'fixedL', e.g. "
+                "'tiny,fixed16')"
+            )
     return c
 
 
@@ -97,3 +120,15 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
     m.g_s.update(channels=(32, 16, 16, 8), depths=(2, 1, 1, 0), heads=(2, 1, 1, 1), window=4)
     m.hyper.update(h_a_widths=(32, 32, 28, 28, 24), h_s_widths=(24, 28, 28, 32, 64))
     m.entropy.update(dim=32, num_heads=2, window=4, mlp_ratio=2.0)
+
+
+def fixed_rate(c: ml_collections.ConfigDict, lmbda: float) -> None:
+    """Turns the variable-rate model into a fixed-rate one trained at ``lmbda`` (in place).
+
+    The lambda-conditioned blocks go away (there is nothing to condition on); everything else,
+    the model id included, is the same (files tell the two apart by the config hash). Used by the
+    control experiment (``scripts/lmbda_control.py``).
+    """
+    m = c.model
+    m.variable_rate = False
+    m.lmbda = ml_collections.ConfigDict(dict(value=float(lmbda)))

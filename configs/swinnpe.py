@@ -20,6 +20,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base = load_sibling(__file__, "swint_charm")
     c = base.get_config()
     c.model.id = "swinnpe"
+    # The SwinNPE paper trains with additive uniform noise as the quantization proxy.
+    c.model.quantization = "noise"
     for spec in (c.model.g_a, c.model.g_s, c.model.hyper.h_a, c.model.hyper.h_s):
         spec.projection = "dw"
         spec.relative_position_bias = False

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the SwinT-ChARM config; ``arg="tiny"`` gives the CPU-test variant."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    load_sibling(__file__, "common").add_training(c, lmbda=1000.0, total_steps=3300000)
+    load_sibling(__file__, "common").add_training(c, total_steps=3300000)
     swin = dict(window=8, projection="linear", relative_position_bias=True)
     hyper_swin = dict(window=4, projection="linear", relative_position_bias=True)
     c.model = ml_collections.ConfigDict(
@@ -32,6 +32,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             hyper_channels=192,
             mlp_ratio=4.0,
             variable_rate=False,
+            # Fixed-rate: trained at this lambda, recorded in the export and in every file.
+            # SwinNPE's beta = 0.001 (L = D + beta R) is lambda = 1 / beta = 1000 here.
+            lmbda=dict(value=1000.0),
+            # Minnen & Singh's ChARM (which SwinT-ChARM reuses) trains with noise for the rate and
+            # straight-through rounding for the distortion; SwinNPE overrides this with "noise".
+            quantization="mixed",
             g_a=dict(
                 channels=(128, 192, 256, 320),
                 depths=(2, 2, 6, 2),

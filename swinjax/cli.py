@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from swinjax.lmbda import lmbda_range
+
 
 class UserError(Exception):
     """An error caused by the user's input: reported as one line, exit status 2."""
@@ -237,7 +239,7 @@ def compress_to_bpp(
     def bpp(data: bytes) -> float:
         return len(data) * 8 / pixels
 
-    lo, hi = float(model.lmbda.min), float(model.lmbda.max)
+    lo, hi = lmbda_range(model).min, lmbda_range(model).max
     low = codec.compress(image, lo)
     if bpp(low) > target_bpp:
         note = f"target {target_bpp:g} bpp is below this model's lowest rate {bpp(low):.4f} bpp"

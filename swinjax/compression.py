@@ -31,6 +31,7 @@ from swinjax.coding import backend, container
 from swinjax.entropy.gaussian import SCALE_MIN, gaussian_likelihood, scale_index, scale_table
 from swinjax.entropy.quantization import dequantize, quantize
 from swinjax.entropy.tables import CodingTables
+from swinjax.lmbda import LmbdaError, lmbda_range
 from swinjax.models import build_codec
 from swinjax.transforms import downsampling_factor
 
@@ -72,6 +73,7 @@ class ImageCodec:
         self.codec = build_codec(exported.model)
         self.params = jax.device_put(exported.params)
         self.max_pixels = int(max_pixels)
+        self.lmbda_range = lmbda_range(exported.model)
         self.z_tables = _split_tables(exported.tables, "z_")
         self.y_tables = _split_tables(exported.tables, "y_")
         # One coder per table set: models are built once per row and cached.
@@ -97,15 +99,8 @@ class ImageCodec:
 
     # -- shared pieces -------------------------------------------------------------------------
     def _lmbda(self, lmbda: float | None) -> float:
-        m = self.model
-        if m.variable_rate:
-            lo, hi = float(m.lmbda.min), float(m.lmbda.max)
-            if lmbda is None:  # the geometric middle of the trained range
-                return float(np.sqrt(lo * hi))
-            if not lo <= float(lmbda) <= hi:
-                raise ValueError(f"lmbda={lmbda} is outside the model's range [{lo:g}, {hi:g}]")
-            return float(lmbda)
-        return float("nan") if lmbda is None else float(lmbda)
+        """The lambda to code with (the model's default for None); see :mod:`swinjax.lmbda`."""
+        return self.lmbda_range.check(lmbda)
 
     def _prepare(self, image: np.ndarray) -> tuple[jax.Array, tuple[int, int]]:
         img = np.asarray(image)
@@ -222,7 +217,10 @@ class ImageCodec:
         self._check_shapes(header)
         lm = header.lmbda
         if self.model.variable_rate:
-            self._lmbda(lm)
+            try:
+                self._lmbda(lm)
+            except LmbdaError as e:
+                raise container.FormatError(f"the file's lambda is unusable: {e}") from e
         lm_arr = self._lm_array(lm)
         groups = streams[1:]
         z_shape = tuple(header.z_shape)

@@ -45,6 +45,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from swinjax import metrics
+from swinjax.lmbda import LmbdaError, lmbda_range
 
 DEFAULT_DATA = "../shared/datasets/kodak"
 PERCEPTUAL_METRICS = ("lpips", "dists")
@@ -164,11 +165,17 @@ def lmbdas_for(model: Any, requested: Sequence[float] | None) -> tuple[list[floa
         if requested:
             note += f" (the requested lambdas {_fmt_list(requested)} are ignored)"
         return [None], note
-    lo, hi = float(model.lmbda.min), float(model.lmbda.max)
+    rng = lmbda_range(model)
+    lo, hi = rng.min, rng.max
     if not requested:
-        values = [float(v) for v in np.geomspace(lo, hi, 5)]
+        values = rng.sweep(5)
         return values, f"variable-rate model: 5 lambdas spaced geometrically over [{lo:g}, {hi:g}]"
-    bad = [v for v in requested if not lo <= v <= hi]
+    bad = []
+    for v in requested:
+        try:
+            rng.check(v)
+        except LmbdaError:
+            bad.append(v)
     if bad:
         raise EvaluationError(
             f"--lmbda {_fmt_list(bad)} outside the model's trained range [{lo:g}, {hi:g}]"

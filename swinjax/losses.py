@@ -59,12 +59,3 @@ def rate_distortion_loss(
         "mse": jnp.mean(dist),
         "psnr_db": jnp.mean(psnr_db(dist)),
     }
-
-
-def sample_lmbda(key: jax.Array, batch: int, lo: float, hi: float) -> jax.Array:
-    """``[batch]`` lambdas drawn log-uniformly in ``[lo, hi]`` (SwinCoder: [16, 1024]).
-
-    Log-uniform spends equal effort per octave of rate, which matches how RD curves are read.
-    """
-    u = jax.random.uniform(key, (batch,), jnp.float32)
-    return jnp.exp(jnp.log(lo) + u * (jnp.log(hi) - jnp.log(lo)))

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from swinjax import losses, sharding
+from swinjax.lmbda import lmbda_range
 from swinjax.models import build_codec
 
 
@@ -47,12 +48,28 @@ def _is_aux(path: tuple[Any, ...]) -> bool:
     return any(getattr(k, "key", None) == "quantiles" for k in path)
 
 
+# The only parameter names AdamW decays: the weights of Dense layers (``layers.ops.Dense``,
+# ``nn.Dense``) and of convolutions (``Conv3x3`` is a Dense named "kernel" over im2col columns, so
+# its weight is ``.../kernel/kernel`` and its bias ``.../kernel/bias``; ``DepthwiseConv3x3`` holds a
+# ``kernel [3, 3, C]``). An allow-list, so a new kind of parameter is not decayed by default.
+DECAYED_PARAM_NAMES = frozenset({"kernel"})
+
+
 def _decays(path: tuple[Any, ...], leaf: Any) -> bool:
+    """AdamW weight-decay mask: True for Dense / convolution kernels, False for everything else.
+
+    Decided by the parameter's own name (the last key of its path), which must be in
+    :data:`DECAYED_PARAM_NAMES`. Not decayed, as in Swin (Liu et al. 2021): relative-position-bias
+    tables, learned embeddings and tokens (the grouped entropy model's ``null_kv``,
+    ``half_query``, ``half_content``), biases, LayerNorm scales, AdaLN layer scales; nor the
+    factorized density (``matrix*``, ``bias*``, ``factor*``) or its ``quantiles`` (aux optimizer).
+    """
     names = [str(getattr(k, "key", "")) for k in path]
-    density = any(n.startswith(("matrix", "bias", "factor")) for n in names) and any(
-        n == "entropy_bottleneck" for n in names
-    )
-    return leaf.ndim >= 2 and not density and not _is_aux(path)
+    if not names or names[-1] not in DECAYED_PARAM_NAMES:
+        return False
+    if _is_aux(path) or "entropy_bottleneck" in names:
+        return False
+    return getattr(leaf, "ndim", 0) >= 2
 
 
 def learning_rate(config: Any) -> optax.Schedule:
@@ -107,11 +124,8 @@ def make_disc_optimizer(config: Any) -> optax.GradientTransformation:
 
 
 def lmbda_for_batch(config: Any, key: jax.Array, batch: int) -> jax.Array:
-    """Per-example lambda: log-uniform in the model's range, or the config's fixed value."""
-    m = config.model
-    if m.variable_rate:
-        return losses.sample_lmbda(key, batch, float(m.lmbda.min), float(m.lmbda.max))
-    return jnp.full((batch,), float(config.lmbda), jnp.float32)
+    """Per-example lambda: log-uniform in the model's range, or a fixed-rate model's value."""
+    return lmbda_range(config).sample(key, batch)
 
 
 class Trainer:
@@ -151,7 +165,7 @@ class Trainer:
         )
         self._eval = jax.jit(
             self._eval_step,
-            in_shardings=(self.state_shardings.params, self.batch_sharding),
+            in_shardings=(self.state_shardings.params, self.batch_sharding, self.replicated),
             out_shardings=self.replicated,
         )
 
@@ -328,18 +342,16 @@ class Trainer:
         """One optimisation step (state is donated)."""
         return self._step(state, x, key, self.extra)
 
-    def _eval_step(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
-        lmbda = jnp.full((x.shape[0],), float(self.config.lmbda), jnp.float32)
-        if self.config.model.variable_rate:
-            lmbda = jnp.full((x.shape[0],), float(self.config.model.lmbda.max), jnp.float32)
-        out = self.codec.apply(params, x, lmbda, deterministic=True)
+    def _eval_step(self, params: Any, x: jax.Array, lmbda: jax.Array) -> dict[str, jax.Array]:
+        lm = jnp.full((x.shape[0],), lmbda, jnp.float32)
+        out = self.codec.apply(params, x, lm, deterministic=True)
         dist = losses.mse(x, out["x_hat"])
         rate = losses.bpp(out["y_likelihoods"], out["z_likelihoods"], x.shape[1] * x.shape[2])
         return {"bpp": rate, "psnr_db": losses.psnr_db(dist)}
 
-    def evaluate(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
-        """Per-example estimated bpp and PSNR of deterministic quantization on a batch."""
-        return self._eval(params, x)
+    def evaluate(self, params: Any, x: jax.Array, lmbda: float) -> dict[str, jax.Array]:
+        """Per-example estimated bpp and PSNR of deterministic quantization at one lambda."""
+        return self._eval(params, x, jnp.asarray(lmbda, jnp.float32))
 
 
 def format_eta(seconds: float) -> str:
@@ -479,6 +491,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         num_workers=int(config.data.num_workers),
+        cache_mb=float(config.data.get("cache_mb", data.DEFAULT_CACHE_MB)),
     )
     mgr = checkpoint.checkpoint_manager(workdir, config)
     latest = mgr.latest_step()
@@ -520,9 +533,9 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
                     f"gradient (at step {s}); stopping. Lower lr or grad_clip, or check the data."
                 )
         if val is not None and (s % int(config.eval_every) == 0 or s == total):
-            v = _validate(trainer, state.params, val)
+            v = validate(trainer, state.params, val)
             writer.write({"step": s, **v})
-            log(f"validation at step {s}: bpp {v['val_bpp']:.4f}  psnr {v['val_psnr_db']:.2f} dB")
+            log(validation_line(s, v))
         if s % int(config.checkpoint_every) == 0 or s == total:
             mgr.save(
                 s,
@@ -573,20 +586,39 @@ def validation_batches(config: Any) -> list[dict[str, np.ndarray]]:
     return list(data.val_batches(files, local, int(config.crop)))
 
 
-def _validate(
+def validate(
     trainer: Trainer, params: Any, batches: list[dict[str, np.ndarray]]
 ) -> dict[str, float]:
-    bpp, psnr = [], []
-    for b in batches:
-        xs = sharding.global_batch_array(trainer.mesh, b["x"])
-        mask = np.asarray(jax.device_get(sharding.global_batch_array(trainer.mesh, b["mask"])))
-        m = jax.device_get(trainer.evaluate(params, xs))
-        bpp.append(np.asarray(m["bpp"])[mask])
-        psnr.append(np.asarray(m["psnr_db"])[mask])
-    return {
-        "val_bpp": float(np.concatenate(bpp).mean()),
-        "val_psnr_db": float(np.concatenate(psnr).mean()),
-    }
+    """Estimated bpp and PSNR on the validation crops at min, middle and max lambda.
+
+    Keys: ``val_bpp`` / ``val_psnr_db`` (the middle lambda, or a fixed-rate model's), and
+    ``val_bpp@L`` / ``val_psnr_db@L`` for each of the three lambdas ``L``.
+    """
+    points = lmbda_range(trainer.config).validation_points()
+    out: dict[str, float] = {}
+    for lm in points:
+        bpp, psnr = [], []
+        for b in batches:
+            xs = sharding.global_batch_array(trainer.mesh, b["x"])
+            mask = np.asarray(jax.device_get(sharding.global_batch_array(trainer.mesh, b["mask"])))
+            m = jax.device_get(trainer.evaluate(params, xs, lm))
+            bpp.append(np.asarray(m["bpp"])[mask])
+            psnr.append(np.asarray(m["psnr_db"])[mask])
+        out[f"val_bpp@{lm:g}"] = float(np.concatenate(bpp).mean())
+        out[f"val_psnr_db@{lm:g}"] = float(np.concatenate(psnr).mean())
+    mid = points[len(points) // 2]
+    out["val_bpp"], out["val_psnr_db"] = out[f"val_bpp@{mid:g}"], out[f"val_psnr_db@{mid:g}"]
+    return out
+
+
+def validation_line(step: int, v: dict[str, float]) -> str:
+    """``validation at step S: lambda 16: 0.1 bpp 25.0 dB | ...`` for the terminal."""
+    parts = [
+        f"lambda {k.split('@')[1]}: {v[k]:.4f} bpp {v['val_psnr_db@' + k.split('@')[1]]:.2f} dB"
+        for k in v
+        if k.startswith("val_bpp@")
+    ]
+    return f"validation at step {step}: " + " | ".join(parts)
 
 
 def _init_from(config: Any, trainer: Trainer, params: Any) -> Any:

@@ -3,10 +3,11 @@
 The same two modules build every Swin transform of the three architectures:
 
 * :class:`Analysis`: per stage, a :class:`~swinjax.layers.PatchMerge` (2x down) followed by
-  ``depth`` Swin blocks; optionally a final Linear to the latent width and an AdaLN.
-* :class:`Synthesis`: optionally a first Linear and an AdaLN; per stage, ``depth`` Swin blocks
-  followed by a :class:`~swinjax.layers.PatchSplit` (2x up) to the next stage's width, the last
-  one to ``out_channels``.
+  ``depth`` Swin blocks; optionally a final Linear to the latent width and a lambda-conditioned
+  residual block (:class:`~swinjax.layers.adaln.LambdaBlock`, SwinCoder's AdaLN).
+* :class:`Synthesis`: optionally a first Linear and a lambda-conditioned block; per stage,
+  ``depth`` Swin blocks followed by a :class:`~swinjax.layers.PatchSplit` (2x up) to the next
+  stage's width, the last one to ``out_channels``.
 
 SwinCoder's hyper transforms are convolutional and follow STF (Zou et al., CVPR 2022), which the
 SwinCoder authors build on: :class:`ConvHyperAnalysis` and :class:`ConvHyperSynthesis`.
@@ -24,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swinjax.layers import AdaLN, PatchMerge, PatchSplit, SwinStage
+from swinjax.layers import LambdaBlock, PatchMerge, PatchSplit, SwinStage
 from swinjax.layers.attention import PROJECTIONS
 from swinjax.layers.ops import Dense, gelu
 from swinjax.layers.resample import (
@@ -61,7 +62,7 @@ class Analysis(nn.Module):
         window: attention window (square).
         out_channels: final Linear to this width, or None to keep ``channels[-1]``.
         first_norm: ``"post"`` for RGB input (see PatchMerge), ``"pre"`` for feature input.
-        adaln: apply AdaLN (lambda conditioning) after the last layer (SwinCoder).
+        adaln: lambda-conditioned residual AdaLN block after the last layer (SwinCoder).
         mlp_ratio, projection, relative_position_bias, kv_stride: Swin block settings.
         dtype: computation dtype.
     """
@@ -106,7 +107,7 @@ class Analysis(nn.Module):
         if self.adaln:
             if lmbda_embedding is None:
                 raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
-            x = AdaLN(self.dtype, name="adaln")(x, lmbda_embedding)
+            x = LambdaBlock(dtype=self.dtype, name="lmbda_block")(x, lmbda_embedding)
         return x
 
 
@@ -120,7 +121,7 @@ class Synthesis(nn.Module):
         window: attention window.
         out_channels: width after the last patch split (3 for images).
         in_proj: start with a Linear to ``channels[0]`` (SwinCoder: "the first layer of g_s").
-        adaln: apply AdaLN after the first layer (SwinCoder).
+        adaln: lambda-conditioned residual AdaLN block after the first layer (SwinCoder).
         mlp_ratio, projection, relative_position_bias, kv_stride, dtype: as in :class:`Analysis`.
     """
 
@@ -145,7 +146,7 @@ class Synthesis(nn.Module):
         if self.adaln:
             if lmbda_embedding is None:
                 raise ValueError("this transform is lambda-conditioned: pass lmbda_embedding")
-            x = AdaLN(self.dtype, name="adaln")(x, lmbda_embedding)
+            x = LambdaBlock(dtype=self.dtype, name="lmbda_block")(x, lmbda_embedding)
         n = len(self.channels)
         for i, (d, h) in enumerate(zip(self.depths, self.heads, strict=True)):
             if d:

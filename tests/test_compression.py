@@ -51,12 +51,12 @@ def _photo(h=96, w=130):
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("which", ["coder", "charm_coder"])
-def test_decompress_reproduces_the_evaluation_forward_pass(which, request):
+@pytest.mark.parametrize("which, lmbda", [("coder", 64.0), ("charm_coder", None)])
+def test_decompress_reproduces_the_evaluation_forward_pass(which, lmbda, request):
     codec = request.getfixturevalue(which)
     img = _photo()
-    data = codec.compress(img, 64.0)
-    ev = codec.forward_eval(img, 64.0)
+    data = codec.compress(img, lmbda)
+    ev = codec.forward_eval(img, lmbda)
     _, y_hat, _ = codec.decode_latents(data)
     np.testing.assert_array_equal(np.asarray(y_hat), ev.y_hat)
     np.testing.assert_array_equal(codec.decompress(data), ev.x_hat)
@@ -86,8 +86,18 @@ def test_lambda_changes_the_variable_rate_bitstream(coder):
     a, b = coder.compress(img, 16.0), coder.compress(img, 1024.0)
     assert a != b
     assert container.unpack(a)[0].lmbda == 16.0
-    with pytest.raises(ValueError, match="outside the model's range"):
+    with pytest.raises(ValueError, match="outside the model's trained range"):
         coder.compress(img, 5000.0)
+
+
+def test_fixed_rate_files_carry_the_trained_lambda(charm_coder):
+    """A fixed-rate model codes at the lambda it was trained at and says so in its files."""
+    img = _photo(64, 64)
+    data = charm_coder.compress(img)
+    assert container.unpack(data)[0].lmbda == 1000.0  # configs/swint_charm.py
+    assert charm_coder.compress(img, 1000.0) == data
+    with pytest.raises(ValueError, match="fixed-rate model was trained at lambda=1000"):
+        charm_coder.compress(img, 64.0)
 
 
 def test_file_from_another_model_is_refused(coder, charm_coder):

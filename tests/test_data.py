@@ -3,6 +3,8 @@
 import io
 import logging
 import pathlib
+import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -122,6 +124,20 @@ def test_default_dirs_are_the_shared_training_and_validation_sets():
     assert data.resolve_dirs("/x,/y", purpose="train") == ("/x", "/y")
 
 
+def test_default_training_files_include_the_train_hr_subfolders():
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is missing")
+    dirs = data.resolve_dirs("", purpose="train")
+    files = data.find_images(dirs, purpose="train")
+    per_set = {name: sum(f"/{name}/" in f for f in files) for name in data.TRAIN_SETS}
+    # bsds500 500, sun-hays80 80, wikipedia-photos 20, train-hr 27 (25 + 2 in two subfolders).
+    assert per_set == {"bsds500": 500, "sun-hays80": 80, "wikipedia-photos": 20, "train-hr": 27}
+    hr = SHARED / "train-hr"
+    assert sum(f.startswith(str(hr / "wikipedia-commons") + "/") for f in files) == 25
+    assert sum(f.startswith(str(hr / "div2k-train-diffc") + "/") for f in files) == 2
+    assert len(files) == 627
+
+
 def test_missing_shared_folder_names_the_config_keys(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "__file__", str(tmp_path / "repo" / "swinjax" / "data.py"))
     with pytest.raises(DataConfigError, match=r"--config\.data\.train_dirs=/path/a,/path/b"):
@@ -173,6 +189,104 @@ def test_restored_iterator_continues_exactly(files):
     fresh.set_state(state)
     for x, y in zip(_take(fresh, 4), expected, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def _count_decodes(monkeypatch, files):
+    """Records decodes of ``files`` (iterators of earlier tests may still be prefetching)."""
+    calls = []
+    real = data.imageio.load_image
+    ours = set(files)
+
+    def counting(path, **kwargs):
+        if path in ours:
+            calls.append(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(data.imageio, "load_image", counting)
+    return calls
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_cache_on_off_or_tiny_gives_the_same_batches(files, threads):
+    steps = 5  # 40 examples: five epochs of 8 files
+    ref = _take(_pipeline(files, cache_mb=0, num_threads=threads), steps)
+    one_image = 40 * 40 * 3 / 2**20  # MiB: one image fits at most, so every miss evicts
+    for cache_mb in (data.DEFAULT_CACHE_MB, one_image):
+        got = _take(_pipeline(files, cache_mb=cache_mb, num_threads=threads), steps)
+        for x, y in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_cache_decodes_each_file_once_and_resumes_exactly(files, monkeypatch):
+    calls = _count_decodes(monkeypatch, files)
+    it = _pipeline(files, num_threads=1)
+    first = _take(it, 3)  # three epochs of 8 files
+    # Every file decoded once, then served from memory (also what was read ahead).
+    assert sorted(calls) == sorted(files)
+    state = it.get_state()
+    expected = _take(it, 3)
+    assert len(calls) == len(files)
+    calls.clear()
+    uncached = _take(_pipeline(files, cache_mb=0, num_threads=1), 6)
+    assert len(calls) >= 6 * 8  # without the cache: one decode per example (plus read-ahead)
+    resumed = _pipeline(files, num_threads=1)
+    resumed.set_state(state)
+    for x, y in zip(first + _take(resumed, 3), uncached, strict=True):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(expected, uncached[3:], strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_tiny_cache_budget_evicts_and_still_works(files, monkeypatch):
+    calls = _count_decodes(monkeypatch, files)
+    got = _take(_pipeline(files, cache_mb=1e-6, num_threads=1), 2)  # nothing fits
+    assert len(calls) >= 2 * 8
+    ref = _take(_pipeline(files, cache_mb=0, num_threads=1), 2)
+    for x, y in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="cache_mb"):
+        _pipeline(files, cache_mb=-1)
+
+
+def test_image_cache_is_lru_within_its_budget():
+    cache = data._ImageCache(max_bytes=3 * 100)
+    images = {k: np.full((10, 10), k, np.uint8) for k in range(5)}  # 100 bytes each
+    for k in range(3):
+        cache.put(k, images[k])
+    assert cache.get(0) is images[0]  # 0 is now the most recently used
+    assert not images[0].flags.writeable  # cached arrays are read-only
+    cache.put(3, images[3])  # evicts 1, the least recently used
+    assert cache.get(1) is None and cache.get(2) is not None
+    assert len(cache) == 3 and cache.nbytes == 300 and cache.evictions == 1
+    cache.put(4, np.zeros((20, 20), np.uint8))  # larger than the whole budget: not cached
+    assert cache.get(4) is None and len(cache) == 3
+    # Worker processes get an empty cache with the same budget (no lock, no images pickled).
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone.max_bytes == 300 and len(clone) == 0 and clone.get(0) is None
+    disabled = data._ImageCache(0)
+    disabled.put(0, images[0])
+    assert disabled.get(0) is None and len(disabled) == 0
+
+
+def test_image_cache_is_thread_safe():
+    cache = data._ImageCache(max_bytes=50 * 64)
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(2000):
+            k = int(rng.integers(100))
+            if cache.get(k) is None:
+                cache.put(k, np.full(64, k, np.uint8))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache) <= 50 and cache.nbytes == 64 * len(cache) <= cache.max_bytes
+    for k in range(100):
+        image = cache.get(k)
+        assert image is None or (image == k).all()
 
 
 def test_every_epoch_is_a_new_permutation_of_all_files():

@@ -142,3 +142,24 @@ def test_factorized_prior_integrates_to_one_and_quantiles_train():
     # The escape symbol gets exactly the mass that the table rows leave out.
     covered = np.asarray(t["pmf"]).sum(axis=1) + np.asarray(t["tail_mass"])
     np.testing.assert_allclose(covered, 1.0, atol=1e-4)
+
+
+def test_factorized_prior_rate_gradient_flows_below_the_likelihood_bound():
+    # A value far in the tail: its likelihood is floored at likelihood_bound, but the rate must
+    # still pull the density towards it (a plain jnp.maximum gave exactly zero gradients here).
+    prior = FactorizedPrior(channels=2)
+    params = prior.init(jax.random.key(0), jnp.zeros((1, 2)), method=prior.likelihood)
+    x = jnp.full((1, 2), 220.0)
+    lik = prior.apply(params, x, method=prior.likelihood)
+    np.testing.assert_array_equal(np.asarray(lik), np.float32(prior.likelihood_bound))
+
+    def rate(values, p):
+        return jnp.sum(-jnp.log2(prior.apply(p, values, method=prior.likelihood)))
+
+    g_x, g_p = jax.grad(rate, argnums=(0, 1))(x, params)
+    assert np.all(np.isfinite(np.asarray(g_x))) and np.all(np.asarray(g_x) != 0)
+    g_p = g_p["params"]
+    for name in ("matrix0", "bias0", "factor0"):
+        assert np.all(np.isfinite(np.asarray(g_p[name])))
+        assert float(jnp.abs(g_p[name]).sum()) > 0, name
+    assert float(jnp.abs(g_p["quantiles"]).sum()) == 0  # the rate never moves the quantiles

@@ -137,3 +137,80 @@ def test_missing_data_folder_names_the_flag(tmp_path, images, capsys):
     argv = _argv(tmp_path / "w", images, **{"data.train_dirs": str(tmp_path / "nope")})
     assert train_entry.main(argv) == 1
     assert "data.train_dirs" in capsys.readouterr().err
+
+
+# Parameters that must never be weight-decayed, by their own name (last key of the path).
+_NEVER_DECAYED = {
+    "relative_position_bias_table",
+    "null_kv",
+    "half_query",
+    "half_content",
+    "bias",
+    "scale",
+    "layer_scale",
+    "quantiles",
+}
+
+
+@pytest.mark.parametrize("arch", ["swincoder", "swinnpe", "swint_charm"])
+def test_weight_decay_reaches_dense_and_conv_kernels_only(tiny, fast, arch):
+    import jax
+    import jax.numpy as jnp
+
+    from swinjax.models import build_codec
+    from swinjax.train_lib import _decays, make_optimizer
+
+    config = tiny(arch)
+    codec = build_codec(config)
+    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+    shapes = jax.eval_shape(codec.init, jax.random.key(0), x, jnp.ones((1,)), jax.random.key(1))
+    flat = {
+        tuple(str(k.key) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+    }
+    mask = {
+        tuple(str(k.key) for k in path): m
+        for path, m in jax.tree_util.tree_flatten_with_path(
+            jax.tree_util.tree_map_with_path(_decays, shapes)
+        )[0]
+    }
+    names = {path[-1] for path in flat}
+    # Dense kernels [in, out], Conv3x3 (a Dense named "kernel": .../kernel/kernel), depthwise
+    # 3x3 kernels [3, 3, C]: all decay.
+    kernels = [p for p in flat if p[-1] == "kernel"]
+    assert kernels and all(mask[p] for p in kernels), [p for p in kernels if not mask[p]]
+    assert any(p[-2:] == ("kernel", "kernel") for p in kernels)  # Conv3x3 weights are among them
+    if arch == "swinnpe":
+        assert any(flat[p].ndim == 3 for p in kernels)  # depthwise Q/K/V convolutions
+    # Nothing else does: tables, learned tokens, biases, norms, the factorized density.
+    decayed = {p for p, m in mask.items() if m}
+    assert decayed == set(kernels), sorted(decayed - set(kernels))
+    for p in flat:
+        if p[-1] in _NEVER_DECAYED or "entropy_bottleneck" in p:
+            assert not mask[p], p
+    if arch != "swinnpe":  # SwinNPE has no positional encoding
+        assert "relative_position_bias_table" in names
+    if arch == "swincoder":  # the masked grouped entropy model's learned embeddings
+        assert {"null_kv", "half_query", "half_content"} <= names
+    density = [p for p in flat if "entropy_bottleneck" in p]
+    assert any(p[-1].startswith("matrix") for p in density) and not any(mask[p] for p in density)
+
+    if arch != "swincoder":
+        return
+    # The mask is what AdamW applies: with zero gradients only the kernels move (decay alone).
+    config.warmup_steps, config.weight_decay = 1, 0.1
+    params = jax.tree_util.tree_map(lambda s: jnp.ones(s.shape, s.dtype), shapes)
+    opt = make_optimizer(config, params)
+
+    def decay_only(params):
+        state = opt.init(params)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        for _ in range(2):  # the first step has learning rate 0 (warm-up from 0)
+            updates, state = opt.update(zeros, state, params)
+        return updates
+
+    moved = {
+        tuple(str(k.key) for k in path): bool(jnp.any(u != 0))
+        for path, u in jax.tree_util.tree_flatten_with_path(fast(decay_only, params))[0]
+    }
+    assert {p for p, m in moved.items() if m} == set(kernels)

@@ -57,7 +57,8 @@ def _init_like_params(shapes, seed=0):
     Compiling the real initialisers of a tiny model takes XLA 5-15 s on a 2-core machine (each
     truncated normal is a sizeable program); these tests need parameters of the right shapes and
     scales, not the exact initialisers: Dense/conv kernels lecun-normal (variance 1/fan_in), AdaLN
-    modulation N(0, 0.02^2), relative position biases N(0, 0.02^2), biases 0, LayerNorm scales 1.
+    modulation N(0, 0.02^2), relative position biases N(0, 0.02^2), biases 0, LayerNorm and layer
+    scales 1.
     The real initialisation is exercised by :func:`test_lambda_changes_g_a_at_init`.
     """
     rng = np.random.default_rng(seed)
@@ -72,7 +73,7 @@ def _init_like_params(shapes, seed=0):
             return (0.02 * rng.normal(size=s.shape)).astype(s.dtype)
         if leaf == "bias":
             return np.zeros(s.shape, s.dtype)
-        if leaf == "scale":
+        if leaf in ("scale", "layer_scale"):
             return np.ones(s.shape, s.dtype)
         raise AssertionError(f"no initialiser for parameter {'/'.join(names)}")
 

@@ -3,7 +3,7 @@
 y is split into ``num_slices`` equal channel slices coded in order. Slice k's mean and scale come
 from small 3x3 convolutional networks (Zhu et al. 2022, Fig. 12: three 3x3 convs with widths
 interpolated from input to output, ReLU) applied to the slice's share of the hyper features and
-the already decoded slices (at most ``max_support_slices`` of them; -1 = all). Latent residual
+the already decoded slices (the ``max_support_slices`` most recent ones; -1 = all). Latent residual
 prediction (LRP, Minnen & Singh §3) adds ``0.5 * tanh(lrp(support, y_hat_k))`` to the dequantized
 slice, shrinking the quantization error before synthesis and before later slices see it.
 """
@@ -41,8 +41,14 @@ class ChARM(nn.Module):
     Attributes:
         latent_channels: channels of y.
         num_slices: slices (SwinNPE / SwinT-ChARM: 10).
-        max_support_slices: how many previous slices condition a slice (-1: all, as Zhu et al.).
-        lrp: use latent residual prediction.
+        max_support_slices: how many previous slices condition a slice; -1: all of them. A cap
+            ``n`` keeps the ``n`` most recent slices, whereas Minnen & Singh's reference code
+            (tfc ``ms2020.py``, default 5; CompressAI ports) keeps the *first* ``n``
+            (``y_hat_slices[:n]``), so the two differ for slices ``k > n`` (0-based). SwinNPE says
+            only "the model proposed in [6] with 10 slices" (Sec. III-A). SwinT-ChARM's reported
+            32.6 M parameters are matched by all earlier slices without LRP (about 32.5 M with
+            the authors' slice widths; about 31.3 M with a cap of 5).
+        lrp: use latent residual prediction (Minnen & Singh §3).
     """
 
     latent_channels: int

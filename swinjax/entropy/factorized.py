@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swinjax.entropy.gaussian import lower_bound
+
 
 def _uniform_init(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.random.uniform(key, shape, jnp.float32, -0.5, 0.5)
@@ -34,7 +36,9 @@ class FactorizedPrior(nn.Module):
         filters: hidden widths of the density network (Ballé: (3, 3, 3)).
         init_scale: initial width of each density.
         tail_mass: probability left outside the quantiles (and the coding table).
-        likelihood_bound: floor of every likelihood.
+        likelihood_bound: floor of every likelihood, applied with
+            :func:`~swinjax.entropy.gaussian.lower_bound` (gradients still flow where they push a
+            likelihood up past the floor, as tfc's and CompressAI's ``EntropyBottleneck``).
     """
 
     channels: int
@@ -85,7 +89,8 @@ class FactorizedPrior(nn.Module):
         sign = -jnp.sign(lower + upper)
         sign = jax.lax.stop_gradient(jnp.where(sign == 0, 1.0, sign))
         lik = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
-        lik = jnp.maximum(lik, self.likelihood_bound)
+        # Pass-through floor: a plain maximum would zero the gradient of every bin below it.
+        lik = lower_bound(lik, self.likelihood_bound)
         return jnp.moveaxis(lik[:, 0, :], 0, -1).reshape(shape)
 
     def medians(self) -> jax.Array:

@@ -1,6 +1,6 @@
 """Building blocks shared by every transform: windows, attention, Swin blocks, resampling, AdaLN."""
 
-from swinjax.layers.adaln import AdaLN, LambdaEmbedding
+from swinjax.layers.adaln import AdaLN, LambdaBlock, LambdaEmbedding
 from swinjax.layers.attention import ConvWindowAttention, WindowAttention
 from swinjax.layers.blocks import SwinBlock, SwinStage
 from swinjax.layers.resample import PatchMerge, PatchSplit, depth_to_space, space_to_depth
@@ -14,6 +14,7 @@ from swinjax.layers.windows import (
 __all__ = [
     "AdaLN",
     "ConvWindowAttention",
+    "LambdaBlock",
     "LambdaEmbedding",
     "PatchMerge",
     "PatchSplit",

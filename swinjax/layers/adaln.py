@@ -1,9 +1,15 @@
-"""Lambda conditioning for variable-rate coding: sinusoidal embedding of log(lambda), MLP, AdaLN.
+"""Lambda conditioning for variable-rate coding: a smooth embedding of log(lambda) and AdaLN blocks.
 
 SwinCoder (Li et al., CLIC 2025, §II-A) inserts AdaLN layers after the last layer of g_a and the
-first layer of g_s, "the same as in QARV" (Duan et al. 2023): lambda is embedded sinusoidally on a
-log scale, passed through an MLP, and the embedding produces a per-channel scale and shift that
-modulate a parameter-free LayerNorm.
+first layer of g_s, "the same as in QARV" (Duan et al. 2023). QARV embeds log(lambda) with
+sinusoids whose periods are of the order of its lambda range, passes the code through an MLP,
+and uses the embedding to modulate *residual* blocks: ``x + gamma * MLP(AdaLN(x, e))`` with
+``AdaLN(x, e) = LN(x) * (1 + scale(e)) + shift(e)``. The residual form matters: a LayerNorm on the
+latent itself would pin every token's energy, and the energy of y is what sets the rate.
+
+Two properties are tested: the embedding is smooth in log(lambda) (nearby lambdas get nearby
+codes, so every training step teaches the whole neighbourhood of its lambda), and each block
+modulates per example.
 """
 
 from __future__ import annotations
@@ -16,31 +22,35 @@ import jax.numpy as jnp
 
 from swinjax.layers.ops import Dense, LayerNorm, gelu
 
+# Angular frequencies of the sinusoids over t in [0, 1] (the whole lambda range): from a quarter
+# turn to two turns. With SwinCoder's [16, 1024] (six octaves) the fastest sinusoid turns a third
+# of a circle per octave, so lambda and 2 lambda get strongly correlated codes.
+MIN_FREQUENCY = 0.5 * math.pi
+MAX_FREQUENCY = 4.0 * math.pi
 
-def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Transformer/diffusion-style embedding of a scalar per example.
+
+def smooth_embedding(t: jax.Array, dim: int) -> jax.Array:
+    """Sinusoidal code of ``t [B]`` (about [0, 1]) with frequencies spread over one range.
 
     Args:
-        t: ``[B]`` positions, expected in about [0, 1000].
-        dim: even embedding size.
-        max_period: longest period of the sinusoids.
+        t: positions, 0 and 1 being the ends of the lambda range.
+        dim: even code width.
 
     Returns:
-        ``[B, dim]`` float32: ``[cos(t f_i), sin(t f_i)]``.
+        ``[B, dim]`` float32: ``[cos(t w_i), sin(t w_i)]`` with ``w_i`` geometric from
+        :data:`MIN_FREQUENCY` to :data:`MAX_FREQUENCY`.
     """
-    if dim % 2:
-        raise ValueError(f"embedding dim must be even, got {dim}")
+    if dim % 2 or dim < 2:
+        raise ValueError(f"embedding dim must be even and positive, got {dim}")
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = t.astype(jnp.float32)[:, None] * freqs[None, :]
+    steps = jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1)
+    freqs = MIN_FREQUENCY * (MAX_FREQUENCY / MIN_FREQUENCY) ** steps
+    args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
     return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
 class LambdaEmbedding(nn.Module):
-    """Maps ``lmbda [B]`` to an embedding ``[B, features]`` (QARV recipe).
-
-    ``log(lmbda)`` is mapped linearly from ``[log lmbda_min, log lmbda_max]`` onto ``[0, 1000]``
-    (the usual range of diffusion timesteps) so the sinusoids resolve the whole training range.
+    """Maps ``lmbda [B]`` to an embedding ``[B, features]``: smooth code of log lambda, then an MLP.
 
     Attributes:
         features: embedding width.
@@ -52,39 +62,67 @@ class LambdaEmbedding(nn.Module):
     features: int = 256
     lmbda_min: float = 16.0
     lmbda_max: float = 1024.0
-    sinusoid_dim: int = 128
+    sinusoid_dim: int = 64
 
     @nn.compact
     def __call__(self, lmbda: jax.Array) -> jax.Array:
         """Embeds a ``[B]`` (or scalar) array of lambdas."""
         lmbda = jnp.atleast_1d(jnp.asarray(lmbda, jnp.float32))
         lo, hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
-        t = 1000.0 * (jnp.log(lmbda) - lo) / (hi - lo)
-        e = sinusoidal_embedding(t, self.sinusoid_dim)
+        t = (jnp.log(lmbda) - lo) / max(hi - lo, 1e-12)
+        e = smooth_embedding(t, self.sinusoid_dim)
         e = Dense(self.features, name="fc1")(e)
         e = gelu(e)
         return Dense(self.features, name="fc2")(e)
 
 
 class AdaLN(nn.Module):
-    """Parameter-free LayerNorm modulated by a conditioning embedding.
+    """Parameter-free LayerNorm modulated per example: ``LN(x) * (1 + scale(e)) + shift(e)``.
 
-    ``out = LN(x) * (1 + scale(e)) + shift(e)`` with ``scale, shift = Dense(2C)(GELU(e))``.
-    The modulation is initialised small but non-zero so that lambda influences the transform from
-    the first step of variable-rate training.
+    Used inside :class:`LambdaBlock` (never on the latent itself). The modulation starts small
+    (``scale, shift = Dense(2C)(GELU(e))`` with 0.02-normal weights), so a block starts close to
+    an unconditioned one.
     """
 
     dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, embedding: jax.Array) -> jax.Array:
-        """Modulates ``x [B, H, W, C]`` with ``embedding [B, E]``."""
+        """Modulates ``x [B, ..., C]`` with ``embedding [B, E]``."""
         c = x.shape[-1]
         mod = Dense(2 * c, kernel_init=nn.initializers.normal(0.02), name="modulation")(
             gelu(embedding)
         )
-        scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
+        mod = mod.reshape(mod.shape[0], *([1] * (x.ndim - 2)), 2 * c)
+        scale, shift = jnp.split(mod, 2, axis=-1)
         y = LayerNorm(use_scale=False, use_bias=False, epsilon=1e-5, dtype=self.dtype, name="norm")(
             x
         )
         return y * (1.0 + scale.astype(y.dtype)) + shift.astype(y.dtype)
+
+
+class LambdaBlock(nn.Module):
+    """QARV's conditioned residual block on tokens: ``x + gamma * MLP(AdaLN(x, e))``.
+
+    Nothing normalises the stream itself, so the encoder's weights (and the image) keep setting
+    the latent's amplitude, and the block adds a lambda-dependent correction per channel. ``gamma``
+    is a learned per-channel layer scale, started at 1 so that Adam (whose steps are about the
+    learning rate per parameter) does not spend thousands of steps growing it.
+
+    Attributes:
+        mlp_ratio: hidden width of the MLP relative to the channels.
+        dtype: computation dtype.
+    """
+
+    mlp_ratio: float = 2.0
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, embedding: jax.Array) -> jax.Array:
+        """``[B, ..., C]`` -> ``[B, ..., C]`` conditioned on ``embedding [B, E]``."""
+        c = x.shape[-1]
+        h = AdaLN(self.dtype, name="adaln")(x, embedding)
+        h = Dense(int(round(c * self.mlp_ratio)), dtype=self.dtype, name="fc1")(h)
+        h = Dense(c, dtype=self.dtype, name="fc2")(h, activation="gelu")
+        gamma = self.param("layer_scale", nn.initializers.ones, (c,), jnp.float32)
+        return x + h * gamma.astype(h.dtype)

@@ -4,8 +4,9 @@ One Flax module serves the three architectures; ``config.model`` decides the tra
 (:mod:`swinjax.transforms`) and the entropy model of y (``model.entropy.kind``: ``"charm"`` for
 SwinNPE / SwinT-ChARM, ``"masked_grouped"`` for SwinCoder).
 
-Training runs :meth:`Codec.__call__` (noisy rate, straight-through distortion: the "mixed"
-quantization of Minnen & Singh 2020). Evaluation, compress and decompress run the deterministic
+Training runs :meth:`Codec.__call__` (by default noisy rate, straight-through distortion and
+context: the "mixed" quantization of Minnen & Singh 2020; see :func:`training_quantization`).
+Evaluation, compress and decompress run the deterministic
 group loop of :mod:`swinjax.compression` through :meth:`Codec.group_params` /
 :meth:`Codec.fill_group`, the same functions that training's loop uses for ChARM.
 """
@@ -25,6 +26,19 @@ from swinjax.entropy.grouped import MaskedGroupedModel
 from swinjax.entropy.quantization import quantize
 from swinjax.layers.adaln import LambdaEmbedding
 from swinjax.transforms import build_transforms, validate_image
+
+
+def training_quantization(model: Any) -> str:
+    """How training stands in for rounding: ``"mixed"`` or ``"noise"`` (``model.quantization``).
+
+    ``"mixed"`` (Minnen & Singh 2020): additive uniform noise for the rate, straight-through
+    rounding (around the predicted means) for the distortion and the context. ``"noise"`` (Balle
+    et al. 2018): the noisy latents everywhere, as SwinNPE trains.
+    """
+    mode = str(model.get("quantization", "mixed"))
+    if mode not in ("mixed", "noise"):
+        raise ValueError(f"model.quantization must be 'mixed' or 'noise', got {mode!r}")
+    return mode
 
 
 def build_context_model(model: Any) -> nn.Module:
@@ -120,6 +134,29 @@ class Codec(nn.Module):
         """Writes group k's dequantized values into ``y_hat``."""
         return self.context.fill_group(hyper, y_hat, k, values)
 
+    def _one_pass_training_params(
+        self, hyper: jax.Array, y: jax.Array, y_tilde: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Masked grouped model in training: every group's parameters in one masked pass.
+
+        ``model.entropy.context`` says what the earlier groups look like as context:
+
+        * ``"rounded"`` (default): what the decoder has, ``round(y - mu) + mu``, with gradients
+          passed straight through. The means come from a first pass without gradient (on
+          ``round(y)``); groups 0 and 1 then see exactly the decoder's context, and groups 2
+          and 3 the decoder's context wherever the first pass's means round alike.
+        * ``"noisy"``: ``y + u``, the rate proxy's noisy latents (one pass; the decoder never sees
+          noise, which shifts the learned means and scales away from the ones it needs).
+        """
+        context = self.model.entropy.get("context", "rounded")
+        if training_quantization(self.model) == "noise" or context == "noisy":
+            return self.context.one_pass_params(hyper, y_tilde)
+        if context != "rounded":
+            raise ValueError(f"model.entropy.context must be 'rounded' or 'noisy', got {context!r}")
+        mu0, _ = self.context.one_pass_params(hyper, jax.lax.stop_gradient(jnp.round(y)))
+        y_ctx = quantize(y, "ste", jax.lax.stop_gradient(mu0))
+        return self.context.one_pass_params(hyper, y_ctx)
+
     # -- training forward ---------------------------------------------------------------------
     def __call__(
         self,
@@ -130,9 +167,10 @@ class Codec(nn.Module):
     ) -> dict[str, jax.Array]:
         """Forward pass on padded ``x``.
 
-        Training (``deterministic=False``) uses the "mixed" quantization of Minnen & Singh (2020):
-        noisy latents for the rate, straight-through rounding for the distortion and the context.
-        SwinCoder's masked model computes all four groups in one pass; ChARM loops over slices.
+        Training (``deterministic=False``) uses the quantization proxy of
+        :func:`training_quantization` (default: noisy latents for the rate, straight-through
+        rounding for the distortion and the context). SwinCoder's masked model computes all four
+        groups in one masked pass (:meth:`_one_pass_training_params`); ChARM loops over slices.
         ``deterministic=True`` rounds around medians/means and runs the group loop: the
         estimated rate of real coding (used for validation during training).
 
@@ -148,6 +186,7 @@ class Codec(nn.Module):
         y = self.analysis(x, lmbda).astype(jnp.float32)
         z = self.hyper_analysis(y).astype(jnp.float32)
         medians = jax.lax.stop_gradient(self.z_medians())
+        noise_only = training_quantization(self.model) == "noise"
         if deterministic:
             z_hat = quantize(z, "dequantize", medians)
             z_likelihoods = self.z_likelihood(z_hat)
@@ -155,14 +194,15 @@ class Codec(nn.Module):
             if key is None:
                 raise ValueError("training forward needs a PRNG key (or deterministic=True)")
             kz, ky = jax.random.split(key)
-            z_likelihoods = self.z_likelihood(quantize(z, "noise", key=kz))
-            z_hat = quantize(z, "ste", medians)
+            z_noisy = quantize(z, "noise", key=kz)
+            z_likelihoods = self.z_likelihood(z_noisy)
+            z_hat = z_noisy if noise_only else quantize(z, "ste", medians)
         hyper = self.hyper_synthesis(z_hat)
         if not deterministic and isinstance(self.context, MaskedGroupedModel):
             y_tilde = quantize(y, "noise", key=ky)
-            mu, scale = self.context.one_pass_params(hyper, y_tilde)
+            mu, scale = self._one_pass_training_params(hyper, y, y_tilde)
             y_likelihoods = gaussian_likelihood(y_tilde, mu, scale, SCALE_MIN)
-            y_hat = quantize(y, "ste", mu)
+            y_hat = y_tilde if noise_only else quantize(y, "ste", mu)
         else:
             y_rate = None if deterministic else quantize(y, "noise", key=ky)
             y_hat = jnp.zeros_like(y)
@@ -175,7 +215,7 @@ class Codec(nn.Module):
                     values = quantize(y, "dequantize", mu)
                     lik = gaussian_likelihood(values, mu, scale, SCALE_MIN)
                 else:
-                    values = quantize(y, "ste", mu)
+                    values = y_rate if noise_only else quantize(y, "ste", mu)
                     lik = gaussian_likelihood(y_rate, mu, scale, SCALE_MIN)
                 y_likelihoods = jnp.where(masks[k], lik, y_likelihoods)
                 y_hat = self.fill_group(hyper, y_hat, k, values)

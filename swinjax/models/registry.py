@@ -12,6 +12,7 @@ from swinjax.models.codec import Codec
 MODEL_IDS: tuple[str, ...] = (
     "swincoder",
     "swincoder-tiny",
+    "swincoder-ref",
     "swinnpe",
     "swinnpe-tiny",
     "swint-charm",
