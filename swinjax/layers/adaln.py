@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from swinjax.layers.ops import Dense, LayerNorm, gelu
+from swinjax.lmbda import LmbdaRange
 
 # Angular frequencies of the sinusoids over t in [0, 1] (the whole lambda range): from a quarter
 # turn to two turns. With SwinCoder's [16, 1024] (six octaves) the fastest sinusoid turns a third
@@ -68,8 +69,7 @@ class LambdaEmbedding(nn.Module):
     def __call__(self, lmbda: jax.Array) -> jax.Array:
         """Embeds a ``[B]`` (or scalar) array of lambdas."""
         lmbda = jnp.atleast_1d(jnp.asarray(lmbda, jnp.float32))
-        lo, hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
-        t = (jnp.log(lmbda) - lo) / max(hi - lo, 1e-12)
+        t = LmbdaRange(self.lmbda_min, self.lmbda_max, True).position(lmbda)
         e = smooth_embedding(t, self.sinusoid_dim)
         e = Dense(self.features, name="fc1")(e)
         e = gelu(e)
