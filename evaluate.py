@@ -1,16 +1,18 @@
 """Rate-distortion evaluation with real files, next to classical codecs and published curves.
 
-    python evaluate.py --ckpt DIR [--data DIR] [--lmbda 32,128,512] [--out results.json]
-        [--per-image] [--plot rd.png] [--codecs jpeg,webp,avif,jxl,jpeg2000]
+    python evaluate.py [--ckpt NAME_OR_DIR] [--data DIR] [--lmbda 32,128,512] [--out results.json]
+        [--per-image] [--plot rd.png | none] [--codecs jpeg,webp,avif,jxl,jpeg2000 | none]
         [--anchors DIR_OR_FILE[,...]] [--keep-files DIR] [--max-images N]
 
-``--ckpt`` takes an export directory or a training workdir (its latest checkpoint is exported on
-the fly). For every image and λ the model writes a real file, decodes it, and the table shows the
-actual bpp (file bytes × 8 / pixels, header included) next to the estimated bpp (−log2
-likelihood), PSNR and MS-SSIM (RGB, 8-bit), and encode/decode seconds. ``--out`` writes
-CompressAI-format JSON (one file per curve: ``results.json``, ``results_<codec>.json``; with
-``--per-image`` also ``results_per_image.json``). The work is done by
-:func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
+Without flags it evaluates the model shipped with swinjax (``swincoder-ref``) on Kodak
+(``../shared/datasets/kodak``) against JPEG, WebP and AVIF and writes the RD plot to ``rd.png``.
+``--ckpt`` takes a shipped model's name, an export directory or a training workdir (its latest
+checkpoint is exported on the fly). For every image and λ the model writes a real file, decodes
+it, and the table shows the actual bpp (file bytes × 8 / pixels, header included) next to the
+estimated bpp (−log2 likelihood), PSNR and MS-SSIM (RGB, 8-bit), and encode/decode seconds.
+``--out`` writes CompressAI-format JSON (one file per curve: ``results.json``,
+``results_<codec>.json``; with ``--per-image`` also ``results_per_image.json``). The work is done
+by :func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
 """
 
 from __future__ import annotations
@@ -38,12 +40,20 @@ def _names(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``evaluate.py``."""
-    from swinjax.evaluation import DEFAULT_DATA
+    from swinjax.checkpoint import DEFAULT_MODEL, shipped_models
+    from swinjax.evaluation import DEFAULT_CODECS, DEFAULT_DATA, DEFAULT_PLOT
+
+    shipped = list(shipped_models())
 
     p = argparse.ArgumentParser(
         prog="evaluate.py", description=__doc__.split("\n")[0], allow_abbrev=False
     )
-    p.add_argument("--ckpt", required=True, help="export directory or training workdir")
+    p.add_argument(
+        "--ckpt",
+        default=None,
+        help=f"a shipped model's name ({', '.join(shipped) or 'none shipped'}), an export "
+        f"directory or a training workdir (default: the shipped {DEFAULT_MODEL})",
+    )
     p.add_argument("--data", default=DEFAULT_DATA, help=f"test images (default {DEFAULT_DATA})")
     p.add_argument(
         "--lmbda",
@@ -54,13 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="results JSON (CompressAI schema)")
     p.add_argument("--per-image", action="store_true", help="also write <out>_per_image.json")
-    p.add_argument("--plot", default=None, help="RD plot PNG with every curve")
+    p.add_argument(
+        "--plot",
+        default=DEFAULT_PLOT,
+        help=f"RD plot PNG with every curve (default {DEFAULT_PLOT}; none: no plot)",
+    )
     p.add_argument(
         "--codecs",
         type=_names,
-        default=["jpeg", "webp"],
+        default=list(DEFAULT_CODECS),
         help="classical codecs in the same run: jpeg,webp,avif,jpeg2000,jxl or none "
-        "(default jpeg,webp)",
+        f"(default {','.join(DEFAULT_CODECS)})",
     )
     p.add_argument(
         "--anchors",
@@ -89,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lmbdas=args.lmbda,
         out=args.out,
         per_image=args.per_image,
-        plot=args.plot,
+        plot=None if args.plot.strip().lower() in ("", "none") else args.plot,
         codecs=args.codecs,
         anchors=args.anchors,
         keep_files=args.keep_files,

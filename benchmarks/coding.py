@@ -230,10 +230,10 @@ def codec_times(name: str, image_path: str, repeats: int) -> dict[str, Any]:
     y_hat = jnp.zeros_like(y)
     masks = ic._masks(y.shape[1], y.shape[2])
     for k in range(masks.shape[0]):
-        mu, _, idx = ic._group_params(ic.params, hyper, y_hat, k)
+        mu, _, idx = ic._group_params(ic.params, hyper, y_hat, k, lm_arr)
         sym = ic._y_symbols(y, mu)
         jobs.append((ic.y_coder, np.asarray(sym)[0][masks[k]], np.asarray(idx)[0][masks[k]]))
-        y_hat = ic._fill(ic.params, hyper, y_hat, k, sym, mu)
+        y_hat = ic._fill(ic.params, hyper, y_hat, k, sym, mu, lm_arr)
     streams = [c.encode(sy, ix) for c, sy, ix in jobs]
     t_enc = median_seconds(lambda: [c.encode(sy, ix) for c, sy, ix in jobs], repeats)
     t_dcd = median_seconds(

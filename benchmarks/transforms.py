@@ -165,13 +165,23 @@ def bench_config(
             # The conservative ceiling: the better of the start and interleaved medians (on a loaded
             # machine the interleaved matmuls lose more to contention than a memory-bound program).
             ceil = max(statistics.median(ceilings), start_ceiling)
-            rows.append({
-                "config": name, "batch": batch, "height": h, "width": w, "pass": pass_name,
-                "median_ms": med * 1e3, "min_ms": min(times) * 1e3, "compile_s": compile_s,
-                "gflop": flops / 1e9, "gflops_per_s": gflops,
-                "interleaved_ceiling_gflops_per_s": statistics.median(ceilings),
-                "ceiling_gflops_per_s": ceil, "ceiling_ratio": gflops / ceil,
-            })
+            rows.append(
+                {
+                    "config": name,
+                    "batch": batch,
+                    "height": h,
+                    "width": w,
+                    "pass": pass_name,
+                    "median_ms": med * 1e3,
+                    "min_ms": min(times) * 1e3,
+                    "compile_s": compile_s,
+                    "gflop": flops / 1e9,
+                    "gflops_per_s": gflops,
+                    "interleaved_ceiling_gflops_per_s": statistics.median(ceilings),
+                    "ceiling_gflops_per_s": ceil,
+                    "ceiling_ratio": gflops / ceil,
+                }
+            )
             print(f"  {name} {batch}x{h}x{w} {pass_name}: {med * 1e3:.0f} ms", file=sys.stderr)
     return rows
 
@@ -185,32 +195,50 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     start = matmul_ceiling(args.repeats)
-    print(f"backend: {jax.default_backend()} ({jax.device_count()} device(s), "
-          f"{jax.devices()[0].device_kind}), jax {jax.__version__}")
-    print(f"float32 matmul ceiling at start: {start['gflops_median']:.1f} GFLOP/s median "
-          f"({start['gflops_best']:.1f} best) at n={start['n']}; load average "
-          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"each row's ceiling: the better of that and the median of {args.repeats} n={start['n']} "
-          "matmuls timed between its repeats (interleaved)")
+    print(
+        f"backend: {jax.default_backend()} ({jax.device_count()} device(s), "
+        f"{jax.devices()[0].device_kind}), jax {jax.__version__}"
+    )
+    print(
+        f"float32 matmul ceiling at start: {start['gflops_median']:.1f} GFLOP/s median "
+        f"({start['gflops_best']:.1f} best) at n={start['n']}; load average "
+        f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"each row's ceiling: the better of that and the median of {args.repeats} n={start['n']} "
+        "matmuls timed between its repeats (interleaved)"
+    )
     ceiling = MatmulCeiling(int(start["n"]))
     all_rows = []
     for name in [c for c in args.configs.split(",") if c]:
         rows = bench_config(name, args.repeats, ceiling, start["gflops_median"])
         all_rows += rows
         print(f"\n### {name}\n")
-        print("| workload | pass | median ms | min ms | GFLOP | GFLOP/s | interleaved ceiling | "
-              "% of ceiling |")
+        print(
+            "| workload | pass | median ms | min ms | GFLOP | GFLOP/s | interleaved ceiling | "
+            "% of ceiling |"
+        )
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['batch']}x{r['height']}x{r['width']} | {r['pass']} | "
-                  f"{r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['gflop']:.1f} | "
-                  f"{r['gflops_per_s']:.1f} | {r['interleaved_ceiling_gflops_per_s']:.1f} | "
-                  f"{100 * r['ceiling_ratio']:.1f} |")
+            print(
+                f"| {r['batch']}x{r['height']}x{r['width']} | {r['pass']} | "
+                f"{r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['gflop']:.1f} | "
+                f"{r['gflops_per_s']:.1f} | {r['interleaved_ceiling_gflops_per_s']:.1f} | "
+                f"{100 * r['ceiling_ratio']:.1f} |"
+            )
         sys.stdout.flush()
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     if args.json:
-        print(json.dumps({"backend": jax.default_backend(), "jax": jax.__version__,
-                          "ceiling_at_start": start, "rows": all_rows}))
+        print(
+            json.dumps(
+                {
+                    "backend": jax.default_backend(),
+                    "jax": jax.__version__,
+                    "ceiling_at_start": start,
+                    "rows": all_rows,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             mlp_ratio=4.0,
             variable_rate=True,
             # The trained lambda range (the paper's [16, 1024]); a fixed-rate variant replaces
-            # this by dict(value=L) and sets variable_rate=False (see fixed_rate()).
-            lmbda=ml_collections.ConfigDict(dict(min=16.0, max=1024.0, embedding=256)),
+            # this by dict(value=L) and sets variable_rate=False (see fixed_rate()). gain: a
+            # lambda-dependent quantization step on y (swinjax.layers.adaln.LatentGain, Cui et
+            # al. 2021) beside the paper's AdaLN; the README's reference-model section measures
+            # what it does to the rate range.
+            lmbda=ml_collections.ConfigDict(dict(min=16.0, max=1024.0, embedding=256, gain=True)),
             quantization="mixed",
             g_a=dict(
                 channels=(128, 128, 256, 384),

@@ -6,16 +6,24 @@ grain iterator state, one file per process). Saving is asynchronous and keeps th
 ``keep_checkpoints``; a run restarted with the same workdir resumes from the latest complete one.
 
 The *export* is what compress, decompress and evaluation load: a directory with ``model.json``
-(format, model id, config hash, the model config, the step), ``params.msgpack`` (Flax
-serialization of the parameters, host numpy arrays) and ``tables.npz`` (the integer coding tables
-of z and y, built once by :func:`build_tables` and never rebuilt when decoding: DESIGN.md §5
-rule 1).
+(format, model id, config hash, the model config, the step, the stored parameter dtype),
+``params.msgpack`` (Flax serialization of the parameters, host numpy arrays, float32 or float16)
+and ``tables.npz`` (the integer coding tables of z and y, built once by :func:`build_tables` and
+never rebuilt when decoding).
+
+*Shipped models* are exports inside the package (``swinjax/weights/<name>/``, package data, found
+through :mod:`importlib.resources`), so an installed swinjax compresses, decompresses and
+evaluates without a checkpoint of the user's own: :func:`resolve_ckpt` turns ``--ckpt`` (a name,
+a path, or nothing for :data:`DEFAULT_MODEL`) into a directory, and :func:`shipped_model_for`
+finds the model that wrote a file from the model id in its header.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
+import os
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +36,11 @@ import orbax.checkpoint as ocp
 
 EXPORT_FORMAT = "swinjax-export"
 EXPORT_VERSION = 1
+# Dtypes parameters may be stored in. float16 halves the size of a shipped model (a wheel should
+# stay small); loaders always get float32 back. Exports without the field are float32.
+PARAM_DTYPES = ("float32", "float16")
+# The shipped model that compress, evaluate.py and load_model() use when no --ckpt is given.
+DEFAULT_MODEL = "swincoder-ref"
 
 
 def config_hash(model: Any) -> str:
@@ -59,6 +72,7 @@ class ExportedModel:
     config_hash: str
     step: int
     path: pathlib.Path | None = None  # the export directory it was read from
+    param_dtype: str = "float32"  # how params.msgpack stores them (params here are float32)
 
 
 def build_tables(codec: Any, params: Any) -> dict[str, np.ndarray]:
@@ -79,15 +93,78 @@ def build_tables(codec: Any, params: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def export(config: Any, params: Any, out_dir: str | pathlib.Path, step: int = 0) -> pathlib.Path:
-    """Writes an export directory (model.json, params.msgpack, tables.npz) and returns its path."""
+def _leaf_name(path: tuple) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def round_params(params: Any, param_dtype: str) -> tuple[Any, Any]:
+    """Floating-point parameters as stored in ``param_dtype``, and as a loader gets them back.
+
+    Returns:
+        ``(stored, loaded)``: host numpy trees; ``stored`` has every floating leaf in
+        ``param_dtype``, ``loaded`` is ``stored`` cast back to float32 (for float32 both are the
+        parameters themselves). Tables built from ``loaded`` match what a decoder loads exactly.
+
+    Raises:
+        ValueError: an unknown dtype, or a finite parameter that ``param_dtype`` cannot hold
+            (float16 overflows above 65504): storing it would silently break the model.
+    """
+    if param_dtype not in PARAM_DTYPES:
+        raise ValueError(f"param_dtype must be one of {PARAM_DTYPES}, got {param_dtype!r}")
+    host = jax.tree.map(np.asarray, jax.device_get(params))
+    if param_dtype == "float32":
+        return host, host
+    dtype = np.dtype(param_dtype)
+
+    def store(path: tuple, a: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(a.dtype, np.floating):
+            return a
+        with np.errstate(over="ignore"):
+            b = a.astype(dtype)
+        bad = np.isfinite(a) & ~np.isfinite(b)
+        if bad.any():
+            raise ValueError(
+                f"parameter {_leaf_name(path)} holds {float(np.abs(a[bad]).max()):g}, beyond "
+                f"{param_dtype}'s range: export it as float32"
+            )
+        return b
+
+    stored = jax.tree_util.tree_map_with_path(store, host)
+    loaded = jax.tree.map(
+        lambda a: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a, stored
+    )
+    return stored, loaded
+
+
+def export(
+    config: Any,
+    params: Any,
+    out_dir: str | pathlib.Path,
+    step: int = 0,
+    param_dtype: str = "float32",
+) -> pathlib.Path:
+    """Writes an export directory (model.json, params.msgpack, tables.npz) and returns its path.
+
+    Args:
+        config: the training config (with ``.model``) or the model config itself.
+        params: the parameters (device or host arrays).
+        out_dir: the export directory (created if needed; files in it are replaced).
+        step: the training step, recorded in model.json.
+        param_dtype: ``"float32"`` or ``"float16"``, how ``params.msgpack`` stores floating
+            parameters. float16 halves the size (for models shipped in the package); the coding
+            tables are then built from the float16-rounded parameters, so that the encoder, the
+            decoder and the tables all see exactly what :func:`load_export` returns.
+
+    Raises:
+        ValueError: see :func:`round_params`.
+    """
     from swinjax.models import build_codec
 
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    stored, loaded = round_params(params, param_dtype)
     codec = build_codec(config)
-    host = jax.tree.map(np.asarray, jax.device_get(params))
-    tables = build_tables(codec, host)
+    tables = build_tables(codec, loaded)
+    out.mkdir(parents=True, exist_ok=True)
     model = config.model if hasattr(config, "model") else config
     meta = {
         "format": EXPORT_FORMAT,
@@ -95,10 +172,11 @@ def export(config: Any, params: Any, out_dir: str | pathlib.Path, step: int = 0)
         "model_id": str(model.id),
         "config_hash": config_hash(model),
         "step": int(step),
+        "param_dtype": param_dtype,
         "model": model.to_dict(),
     }
     tmp = out / "params.msgpack.tmp"
-    tmp.write_bytes(flax.serialization.msgpack_serialize(host))
+    tmp.write_bytes(flax.serialization.msgpack_serialize(stored))
     tmp.replace(out / "params.msgpack")
     with (out / "tables.npz.tmp").open("wb") as f:
         np.savez(f, **tables)
@@ -135,6 +213,9 @@ def load_export(path: str | pathlib.Path) -> ExportedModel:
         raise ValueError(f"{meta_path} is not a swinjax export")
     if int(meta.get("version", -1)) != EXPORT_VERSION:
         raise ValueError(f"unsupported export version {meta.get('version')} in {meta_path}")
+    param_dtype = meta.get("param_dtype", "float32")
+    if param_dtype not in PARAM_DTYPES:
+        raise ValueError(f"unsupported param_dtype {param_dtype!r} in {meta_path}")
     model = _to_config(meta["model"])
     from swinjax.models import build_codec
 
@@ -143,10 +224,30 @@ def load_export(path: str | pathlib.Path) -> ExportedModel:
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
     params = flax.serialization.msgpack_restore((p / "params.msgpack").read_bytes())
     params = flax.serialization.from_state_dict(target, params)
+
+    def as_target(path: tuple, a: Any, t: np.ndarray) -> np.ndarray:
+        # float16 exports come back as float32: every program runs on what the tables were
+        # built from (the float16-rounded values), whatever the storage dtype.
+        a = np.asarray(a)
+        if a.shape != t.shape:
+            raise ValueError(
+                f"{p / 'params.msgpack'}: parameter {_leaf_name(path)} has shape {a.shape}, "
+                f"the model in model.json expects {t.shape}"
+            )
+        return a.astype(t.dtype, copy=False)
+
+    params = jax.tree_util.tree_map_with_path(as_target, params, target)
     with np.load(p / "tables.npz") as f:
         tables = {k: f[k] for k in f.files}
     return ExportedModel(
-        model, params, tables, meta["model_id"], meta["config_hash"], int(meta["step"]), p
+        model,
+        params,
+        tables,
+        meta["model_id"],
+        meta["config_hash"],
+        int(meta["step"]),
+        p,
+        param_dtype,
     )
 
 
@@ -160,16 +261,125 @@ def _init_params(codec: Any) -> Any:
     return codec.init(jax.random.key(0), x, jnp.ones((1,), jnp.float32), jax.random.key(1))
 
 
-def load_model(path: str | pathlib.Path) -> ExportedModel:
-    """Loads ``--ckpt``: an export directory, or a training workdir (latest step, exported).
+# -- shipped models ------------------------------------------------------------------------------
 
+
+def shipped_root() -> pathlib.Path:
+    """The folder of the models shipped in the package (``swinjax/weights``).
+
+    Found through :mod:`importlib.resources`, so it is the installed package's folder in a
+    wheel install as well as the checkout's in an editable one.
+
+    Raises:
+        FileNotFoundError: swinjax is imported from an archive (e.g. a zip), not from files:
+            exports are read as files, so shipped models need a normal installation.
+    """
+    root = importlib.resources.files("swinjax").joinpath("weights")
+    if not isinstance(root, pathlib.Path):
+        raise FileNotFoundError(
+            f"swinjax is imported from {root}, not from files: shipped models need swinjax "
+            "installed as files (pip install)"
+        )
+    return root
+
+
+def shipped_models() -> dict[str, pathlib.Path]:
+    """The shipped models, name -> export directory, sorted by name (none: empty).
+
+    A name is a folder of :func:`shipped_root` holding a ``model.json``; it is what ``--ckpt
+    NAME`` selects.
+    """
+    try:
+        root = shipped_root()
+    except FileNotFoundError:
+        return {}
+    if not root.is_dir():
+        return {}
+    return {d.name: d for d in sorted(root.iterdir()) if (d / "model.json").is_file()}
+
+
+def _shipped_list() -> str:
+    names = list(shipped_models())
+    return ", ".join(names) if names else "none"
+
+
+def shipped_model_for(model_id: str, config_hash: str | None = None) -> pathlib.Path:
+    """The shipped model whose model id is ``model_id``: the decoder of a file with that id.
+
+    Files name the model that wrote them (the container header's ``model_id``), so a file can be
+    decoded without being told the model, as long as that model is shipped. When several shipped
+    models share the id, the one whose config hash matches ``config_hash`` is preferred.
+
+    Raises:
+        FileNotFoundError: no shipped model has this id (the message lists the shipped ones).
+    """
+    metas = {name: _read_meta(path) for name, path in shipped_models().items()}
+    # Exact config hash first, then by name: deterministic when several share the id.
+    found = sorted(
+        (m.get("config_hash") != config_hash, name)
+        for name, m in metas.items()
+        if m.get("model_id") == model_id
+    )
+    if not found:
+        listed = ", ".join(f"{n} (model id {m.get('model_id')})" for n, m in metas.items())
+        raise FileNotFoundError(
+            f"no shipped model has model id {model_id!r} (shipped: {listed or 'none'})"
+        )
+    return shipped_models()[found[0][1]]
+
+
+def _read_meta(export_dir: pathlib.Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((export_dir / "model.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def resolve_ckpt(arg: str | os.PathLike | None) -> pathlib.Path:
+    """The directory that ``--ckpt`` means: a path as given, or a shipped model by name.
+
+    Args:
+        arg: an existing path (export directory or training workdir, used as is: it wins over a
+            shipped model of the same name), the name of a shipped model (see
+            :func:`shipped_models`), or ``None`` for :data:`DEFAULT_MODEL`.
+
+    Raises:
+        FileNotFoundError: ``arg`` is neither an existing path nor a shipped name, or the default
+            model is not shipped; the one-line message lists the shipped names.
+    """
+    if arg is None:
+        path = shipped_models().get(DEFAULT_MODEL)
+        if path is None:
+            raise FileNotFoundError(
+                f"the default model {DEFAULT_MODEL!r} is not shipped with this installation "
+                f"(shipped: {_shipped_list()}); give --ckpt"
+            )
+        return path
+    p = pathlib.Path(arg)
+    if p.exists():
+        return p
+    path = shipped_models().get(str(arg))
+    if path is None:
+        raise FileNotFoundError(
+            f"{str(arg)!r} is neither an existing path (export directory or training workdir) "
+            f"nor a shipped model (shipped: {_shipped_list()})"
+        )
+    return path
+
+
+def load_model(path: str | os.PathLike | None = None) -> ExportedModel:
+    """Loads ``--ckpt``: a shipped model's name, an export directory or a training workdir.
+
+    ``path`` is resolved by :func:`resolve_ckpt` (``None``: the shipped :data:`DEFAULT_MODEL`).
     A workdir's latest checkpoint is exported on the fly into ``workdir/export-<step>`` (kept as a
     cache: later loads of the same step read it directly).
 
     Raises:
-        FileNotFoundError: neither an export nor a workdir with checkpoints.
+        FileNotFoundError: not a shipped name, and neither an export nor a workdir with
+            checkpoints.
     """
-    p = pathlib.Path(path)
+    p = resolve_ckpt(path)
     if (p / "model.json").is_file():
         return load_export(p)
     cfg_path = p / "config.json"

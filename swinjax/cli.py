@@ -4,7 +4,7 @@ Commands:
 
 * ``macs --config configs/<name>.py[:arg] [--height H --width W] [--json]``: parameters and MACs of
   the whole codec and of each part, from XLA's cost analysis (:mod:`swinjax.costs`).
-* ``compress --ckpt DIR [--lmbda L | --target-bpp B] IN OUT [--force]``: writes real
+* ``compress [--ckpt NAME_OR_DIR] [--lmbda L | --target-bpp B] IN OUT [--force]``: writes real
   range-coded files. ``IN`` is an image (``OUT`` a file, or a folder to put ``<stem>.swj`` in) or
   a folder of images (``OUT`` a folder: the tree is mirrored, ``a/b.png -> OUT/a/b.swj``, with a
   progress bar). ``--target-bpp`` searches λ per image (bisection on log λ over the trained range
@@ -12,14 +12,20 @@ Commands:
   ``--tile N`` codes independent N x N tiles (a thin wrapper of complete swinjax files, one per
   tile): peak memory is bounded by the tile size, for images of any size (e.g. 4096 x 4096 on a
   CPU); decompress and info recognise such files.
-* ``decompress --ckpt DIR IN OUT [--force]``: a ``.swj`` file to a PNG, or a folder of them to a
-  mirrored folder of PNGs.
+* ``decompress [--ckpt NAME_OR_DIR] IN OUT [--force]``: a ``.swj`` file to a PNG, or a folder of
+  them to a mirrored folder of PNGs.
 * ``info in.swj [--json]``: prints a file's header (no model needed).
 
-``--ckpt`` takes an export directory or a training workdir (its latest checkpoint is exported on
-the fly). Images are read by :func:`swinjax.imageio.load_image`: grayscale and palette images
-become RGB, 16-bit samples are rounded to 8 bits, EXIF orientation is applied, and an alpha
-channel is dropped (the codec codes RGB; the compress line says so when it happens).
+``--ckpt`` takes the name of a model shipped with swinjax (``swincoder-ref``), an export directory
+or a training workdir (its latest checkpoint is exported on the fly); an existing path wins over a
+name. Without ``--ckpt``, compress uses the shipped default model
+(:data:`swinjax.checkpoint.DEFAULT_MODEL`) and decompress uses, for each file, the shipped model
+whose model id the file's header names (files say which model wrote them), so a file decodes
+without being told its model.
+
+Images are read by :func:`swinjax.imageio.load_image`: grayscale and palette images become RGB,
+16-bit samples are rounded to 8 bits, EXIF orientation is applied, and an alpha channel is dropped
+(the codec codes RGB; the compress line says so when it happens).
 
 Outputs are written atomically (temporary file, then rename) and never overwrite an existing file
 without ``--force``; in folder mode every output is checked before any work starts.
@@ -70,13 +76,31 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_codec(ckpt: str, max_pixels: int) -> Any:
+def _load_codec(ckpt: str | os.PathLike | None, max_pixels: int) -> Any:
     from swinjax.evaluation import EvaluationError, open_codec
 
     try:
         return open_codec(ckpt, max_pixels)
     except EvaluationError as e:
         raise UserError(str(e)) from e
+
+
+def _header_of(data: bytes, max_pixels: int) -> Any:
+    """The container header of a plain or tiled file (a tiled file's first tile describes it)."""
+    from swinjax.coding import container
+
+    first = read_tiled(data, max_pixels)[1][0] if is_tiled(data) else data
+    return container.unpack(first, max_pixels=max_pixels)[0]
+
+
+def _shipped_for(header: Any) -> pathlib.Path:
+    """The shipped model that wrote a file, from the model id in its header."""
+    from swinjax.checkpoint import shipped_model_for
+
+    try:
+        return shipped_model_for(header.model_id, header.config_hash.hex())
+    except FileNotFoundError as e:
+        raise UserError(f"{e}; give --ckpt with the model that wrote it") from e
 
 
 def _check_output(path: str | pathlib.Path, force: bool) -> pathlib.Path:
@@ -453,7 +477,11 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     if not folder:
         _check_output(pairs[0][1], args.force)
     _prepare_outputs(pairs, args.force)
-    codec = _load_codec(args.ckpt, args.max_pixels)
+    # Without --ckpt each file picks its model (the shipped one its header names): one codec
+    # per model, loaded when a file first needs it.
+    codecs: dict[pathlib.Path | None, Any] = {}
+    if args.ckpt is not None:
+        codecs[None] = _load_codec(args.ckpt, args.max_pixels)
 
     def work(src: pathlib.Path, dst: pathlib.Path) -> str:
         try:
@@ -461,10 +489,17 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UserError(f"cannot read {src}: {e.strerror or e}") from e
         try:
+            if args.ckpt is None:
+                model = _shipped_for(_header_of(data, args.max_pixels))
+                if model not in codecs:
+                    codecs[model] = _load_codec(model, args.max_pixels)
+                codec = codecs[model]
+            else:
+                codec = codecs[None]
             t0 = time.perf_counter()
             image = decompress_tiled(codec, data) if is_tiled(data) else codec.decompress(data)
             seconds = time.perf_counter() - t0
-        except (FormatError, ValueError) as e:
+        except (UserError, FormatError, ValueError) as e:
             raise UserError(f"{src}: {e}") from e
         try:
             save_png(dst, image, overwrite=args.force)
@@ -520,7 +555,11 @@ def _common_io_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m swinjax``."""
+    from swinjax.checkpoint import DEFAULT_MODEL, shipped_models
+
     parser = argparse.ArgumentParser(prog="python -m swinjax", description=__doc__.split("\n")[0])
+    shipped = ", ".join(shipped_models()) or "none shipped"
+    ckpt_help = f"a shipped model's name ({shipped}), an export directory or a training workdir"
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("macs", help="parameters and MACs per part (XLA cost analysis)")
     p.add_argument("--config", required=True, help="config file, e.g. configs/swincoder.py[:tiny]")
@@ -530,7 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_macs)
 
     p = sub.add_parser("compress", help="image (or folder of images) -> .swj file(s)")
-    p.add_argument("--ckpt", required=True, help="export directory or training workdir")
+    p.add_argument(
+        "--ckpt",
+        default=None,
+        help=f"{ckpt_help} (default: the shipped {DEFAULT_MODEL})",
+    )
     p.add_argument(
         "--lmbda",
         type=float,
@@ -558,7 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("decompress", help=".swj file (or folder of them) -> PNG")
-    p.add_argument("--ckpt", required=True, help="export directory or training workdir")
+    p.add_argument(
+        "--ckpt",
+        default=None,
+        help=f"{ckpt_help} (default: the shipped model named in each file's header)",
+    )
     p.add_argument("input", help="a .swj file, or a folder (its tree is mirrored)")
     p.add_argument("output", help="a .png file, or a folder")
     _common_io_flags(p)

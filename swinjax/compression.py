@@ -147,11 +147,11 @@ class ImageCodec:
         bits_y = 0.0
         masks = self._masks(y.shape[1], y.shape[2])
         for k in range(masks.shape[0]):
-            mu, scale, _ = self._group_params(self.params, hyper, y_hat, k)
+            mu, scale, _ = self._group_params(self.params, hyper, y_hat, k, lm_arr)
             sym = self._y_symbols(y, mu)
             lik = gaussian_likelihood(dequantize(sym, mu), mu, scale, SCALE_MIN)
             bits_y += float(-np.log2(np.asarray(lik)[0][masks[k]]).sum())
-            y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu)
+            y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu, lm_arr)
         x_hat = self._synthesis(self.params, y_hat, lm_arr)
         return EvalResult(
             np.asarray(y_hat), self._finish(x_hat, image.shape[:2]), bits_y, float(bits_z)
@@ -172,12 +172,12 @@ class ImageCodec:
         y_hat = jnp.zeros_like(y)
         masks = self._masks(y.shape[1], y.shape[2])
         for k in range(masks.shape[0]):
-            mu, _, idx = self._group_params(self.params, hyper, y_hat, k)
+            mu, _, idx = self._group_params(self.params, hyper, y_hat, k, lm_arr)
             sym = self._y_symbols(y, mu)
             sym_np = np.asarray(sym)[0][masks[k]]
             streams.append(self.y_coder.encode(sym_np, np.asarray(idx)[0][masks[k]]))
             symbols.append(sym_np)
-            y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu)
+            y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu, lm_arr)
         header = container.Header(
             model_id=self.exported.model_id,
             config_hash=bytes.fromhex(self.exported.config_hash),
@@ -235,14 +235,14 @@ class ImageCodec:
         y_hat = jnp.zeros((1, *y_shape), jnp.float32)
         symbols = [z_np]
         for k in range(masks.shape[0]):
-            mu, _, idx = self._group_params(self.params, hyper, y_hat, k)
+            mu, _, idx = self._group_params(self.params, hyper, y_hat, k, lm_arr)
             sym_k = _decode_stream(
                 self.y_coder, groups[k], np.asarray(idx)[0][masks[k]], f"y group {k}"
             )
             full = np.zeros(y_shape, np.int32)
             full[masks[k]] = sym_k
             symbols.append(sym_k)
-            y_hat = self._fill(self.params, hyper, y_hat, k, jnp.asarray(full[None]), mu)
+            y_hat = self._fill(self.params, hyper, y_hat, k, jnp.asarray(full[None]), mu, lm_arr)
         container.check_symbols_crc32(header, symbols)
         return header, y_hat, lm_arr
 
@@ -276,7 +276,7 @@ def _decode_stream(
 
 def _front(c: Any, p: Any, x: jax.Array, lm: jax.Array) -> tuple[jax.Array, jax.Array]:
     y = c.apply(p, x, lm, method=c.analysis).astype(jnp.float32)
-    return y, c.apply(p, y, method=c.hyper_analysis).astype(jnp.float32)
+    return y, c.apply(p, y, lm, method=c.hyper_analysis).astype(jnp.float32)
 
 
 def _hyper(c: Any, p: Any, z_sym: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -286,13 +286,20 @@ def _hyper(c: Any, p: Any, z_sym: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _group_params(
-    c: Any, table: np.ndarray, p: Any, hyper: jax.Array, y_hat: jax.Array, k: int
+    c: Any, table: np.ndarray, p: Any, hyper: jax.Array, y_hat: jax.Array, k: int, lm: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    mu, scale = c.apply(p, hyper, y_hat, k, method=c.group_params)
+    mu, scale = c.apply(p, hyper, y_hat, k, lm, method=c.group_params)
     return mu, scale, scale_index(scale, table)
 
 
 def _fill(
-    c: Any, p: Any, hyper: jax.Array, y_hat: jax.Array, k: int, sym: jax.Array, mu: jax.Array
+    c: Any,
+    p: Any,
+    hyper: jax.Array,
+    y_hat: jax.Array,
+    k: int,
+    sym: jax.Array,
+    mu: jax.Array,
+    lm: jax.Array,
 ) -> jax.Array:
-    return c.apply(p, hyper, y_hat, k, dequantize(sym, mu), method=c.fill_group)
+    return c.apply(p, hyper, y_hat, k, dequantize(sym, mu), lm, method=c.fill_group)

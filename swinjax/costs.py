@@ -88,7 +88,7 @@ def cost_report(config: Any, height: int = 512, width: int = 768) -> dict[str, A
         )
         / 2,
         "h_a": compiled_flops(
-            lambda p, y: codec.apply(p, y, method=codec.hyper_analysis), params, y
+            lambda p, y, lm: codec.apply(p, y, lm, method=codec.hyper_analysis), params, y, lmbda
         )
         / 2,
         "h_s": compiled_flops(

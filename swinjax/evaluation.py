@@ -48,6 +48,9 @@ from swinjax import metrics
 from swinjax.lmbda import LmbdaError, lmbda_range
 
 DEFAULT_DATA = "../shared/datasets/kodak"
+# What ``python evaluate.py`` without flags compares the model with, and where it draws the plot.
+DEFAULT_CODECS = ("jpeg", "webp", "avif")
+DEFAULT_PLOT = "rd.png"
 PERCEPTUAL_METRICS = ("lpips", "dists")
 
 
@@ -108,24 +111,29 @@ class Progress:
 # -- the model --------------------------------------------------------------------------------
 
 
-def open_codec(ckpt: str | os.PathLike, max_pixels: int | None = None) -> Any:
-    """An :class:`~swinjax.compression.ImageCodec` for ``--ckpt`` (export dir or workdir).
+def open_codec(ckpt: str | os.PathLike | None = None, max_pixels: int | None = None) -> Any:
+    """An :class:`~swinjax.compression.ImageCodec` for ``--ckpt``.
+
+    ``ckpt`` is what :func:`swinjax.checkpoint.resolve_ckpt` takes: a shipped model's name, an
+    export directory, a training workdir, or ``None`` for the shipped default model.
 
     Codecs are cached per export (path and modification times) so that a notebook or a test
     that evaluates the same checkpoint again reuses the compiled programs instead of compiling
     them anew (each ``ImageCodec`` owns its jitted functions).
 
     Raises:
-        EvaluationError: the path is neither an export nor a training workdir, or is invalid.
+        EvaluationError: ``ckpt`` is neither a shipped name, an export nor a training workdir,
+            or is invalid.
     """
-    from swinjax.checkpoint import load_model
+    from swinjax.checkpoint import DEFAULT_MODEL, load_model
     from swinjax.compression import DEFAULT_MAX_PIXELS
 
+    what = DEFAULT_MODEL if ckpt is None else str(ckpt)
     try:
         exported = load_model(ckpt)
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-        raise EvaluationError(f"cannot load checkpoint {str(ckpt)!r}: {e}") from e
-    path = pathlib.Path(exported.path or ckpt).resolve()
+        raise EvaluationError(f"cannot load checkpoint {what!r}: {e}") from e
+    path = pathlib.Path(exported.path or what).resolve()
     stamps = tuple(
         (p.stat().st_mtime_ns, p.stat().st_size)
         for p in (path / "model.json", path / "params.msgpack", path / "tables.npz")
@@ -427,7 +435,7 @@ def _perceptual_metric(fn: Callable[..., Any], params: Any) -> PerceptualMetric:
 class EvalOptions:
     """Everything ``evaluate.py`` passes to :func:`evaluate` (see its ``--help``)."""
 
-    ckpt: str
+    ckpt: str | None = None  # None: the shipped default model (swinjax.checkpoint.DEFAULT_MODEL)
     data: str = DEFAULT_DATA
     lmbdas: list[float] | None = None
     out: str | None = None
@@ -810,7 +818,7 @@ def _assemble(
             "step": exported.step,
             "config_hash": exported.config_hash,
             "variable_rate": bool(codec.model.get("variable_rate", False)),
-            "ckpt": str(opts.ckpt),
+            "ckpt": str(opts.ckpt) if opts.ckpt is not None else _default_model(),
         },
         dataset=dataset,
         notes=notes,
@@ -846,6 +854,12 @@ def _assemble(
         **bd,
     }
     return Report(model, codecs, records, bd, anchors, notes, [])
+
+
+def _default_model() -> str:
+    from swinjax.checkpoint import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
 
 
 def _device_name() -> str:

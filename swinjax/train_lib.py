@@ -508,7 +508,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     else:
         state = trainer.init(int(config.seed))
         if config.init_from:
-            state = state.replace(params=_init_from(config, trainer, state.params))
+            state = state.replace(params=_init_from(config, trainer, state.params, log))
     key = jax.random.key(int(config.seed) + 1)
     writer = MetricsWriter(workdir)
     val = validation_batches(config) if int(config.eval_every) > 0 else None
@@ -621,16 +621,50 @@ def validation_line(step: int, v: dict[str, float]) -> str:
     return f"validation at step {step}: " + " | ".join(parts)
 
 
-def _init_from(config: Any, trainer: Trainer, params: Any) -> Any:
+def _init_from(config: Any, trainer: Trainer, params: Any, log: Any = print) -> Any:
+    """Parameters of ``config.init_from`` placed into freshly initialised ``params``.
+
+    The same model config takes every parameter; a config that only adds parameters warm-starts
+    (:func:`warm_start_params`).
+    """
     from swinjax.checkpoint import load_model
 
     src = load_model(str(config.init_from))
     if src.config_hash != _hash(config):
-        raise ValueError(
-            f"init_from={config.init_from} holds model {src.model_id!r} with a different config "
-            f"than {config.model.id!r}"
+        params, new = warm_start_params(src.params, params, f"init_from={config.init_from}")
+        log(
+            f"init_from {config.init_from}: a model with {len(new)} new parameters, initialised: "
+            f"{', '.join(new[:6])}{' ...' if len(new) > 6 else ''}"
         )
-    return jax.device_put(src.params, trainer.state_shardings.params)
+    else:
+        params = src.params
+    return jax.device_put(params, trainer.state_shardings.params)
+
+
+def warm_start_params(src: Any, dst: Any, what: str = "source") -> tuple[Any, list[str]]:
+    """``dst`` with every parameter of ``src`` copied in: a warm start of a model that grew.
+
+    Every parameter of ``src`` must exist in ``dst`` with the same shape (a model that only
+    *adds* parameters, e.g. a new conditioning layer); the new ones keep ``dst``'s values.
+
+    Returns:
+        The merged tree and the sorted paths (``a/b/c``) of the parameters only ``dst`` has.
+
+    Raises:
+        ValueError: a parameter of ``src`` is missing from ``dst`` or has another shape.
+    """
+    from flax import traverse_util
+
+    flat_src = traverse_util.flatten_dict(jax.device_get(src), sep="/")
+    flat_dst = traverse_util.flatten_dict(jax.device_get(dst), sep="/")
+    bad = [k for k, v in flat_src.items() if np.shape(flat_dst.get(k)) != np.shape(v)]
+    if bad:
+        raise ValueError(
+            f"{what}: its parameters do not fit this model ({len(bad)} missing or of another "
+            f"shape, e.g. {bad[0]})"
+        )
+    new = sorted(k for k in flat_dst if k not in flat_src)
+    return traverse_util.unflatten_dict({**flat_dst, **flat_src}, sep="/"), new
 
 
 def _hash(config: Any) -> str:

@@ -76,3 +76,32 @@ def tiny():
 def fast():
     """:func:`run_fast`: jit, compile cheaply, run once."""
     return run_fast
+
+
+@pytest.fixture
+def ship(monkeypatch, tmp_path_factory):
+    """Stands in for the models shipped in the package, for one test.
+
+    Returns ``add(name, export=None, model_id=None)``: ``export`` is linked in as shipped model
+    ``name`` (the same directory, so cached compiled codecs are reused); without it, ``name`` is a
+    decoy with only a ``model.json`` naming ``model_id`` (loading it fails, so a test notices when
+    it is picked).
+    """
+    import json
+
+    from swinjax import checkpoint
+
+    root = tmp_path_factory.mktemp("shipped")
+    monkeypatch.setattr(checkpoint, "shipped_root", lambda: root)
+
+    def add(name, export=None, model_id=None):
+        path = root / name
+        if export is not None:
+            path.symlink_to(pathlib.Path(export).resolve(), target_is_directory=True)
+        else:
+            path.mkdir()
+            meta = {"format": checkpoint.EXPORT_FORMAT, "model_id": model_id or name}
+            (path / "model.json").write_text(json.dumps(meta))
+        return path
+
+    return add

@@ -1,6 +1,7 @@
 """python -m swinjax compress/decompress/info on files and folders, with awkward and bad inputs."""
 
 import contextlib
+import dataclasses
 import io
 import pathlib
 import struct
@@ -307,3 +308,73 @@ def test_bad_tiled_files_and_tile_sizes_are_one_line_errors(export, images, tmp_
         "compress", "--ckpt", export, "--tile", "100", images / "plain.png", tmp_path / "x.swj"
     )
     one_line_error(status, err, "multiple of 64")
+
+
+# -- shipped models: no --ckpt -------------------------------------------------------------------
+
+
+def test_without_ckpt_compress_uses_the_default_model_and_decompress_the_file_s(
+    ship, export, images, tmp_path
+):
+    ship("swincoder-ref", export)  # the default name, here the tiny model
+    src, f = images / "plain.png", tmp_path / "k.swj"
+    status, stdout, err = run("compress", "--lmbda", "100", src, f)
+    assert status == 0, err
+    with_ckpt = tmp_path / "explicit.swj"
+    assert run("compress", "--ckpt", export, "--lmbda", "100", src, with_ckpt)[0] == 0
+    assert f.read_bytes() == with_ckpt.read_bytes()
+    status, _, err = run("decompress", f, tmp_path / "k.png")
+    assert status == 0, err
+    assert run("decompress", "--ckpt", export, f, tmp_path / "explicit.png")[0] == 0
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "k.png")),
+        np.asarray(Image.open(tmp_path / "explicit.png")),
+    )
+    # --ckpt NAME selects a shipped model by name.
+    status, _, err = run("compress", "--ckpt", "swincoder-ref", "--lmbda", "100", src, tmp_path)
+    assert status == 0, err
+    assert (tmp_path / "plain.swj").read_bytes() == f.read_bytes()
+
+
+def test_decompress_without_ckpt_picks_the_model_named_in_the_file(ship, export, images, tmp_path):
+    # The default is a decoy that cannot load: decoding must go by the file's model id.
+    ship("swincoder-ref", model_id="swincoder-ref")
+    ship("tiny", export)
+    src = images / "plain.png"
+    assert run("compress", "--ckpt", "tiny", "--lmbda", "64", src, tmp_path / "a.swj")[0] == 0
+    status, _, err = run("decompress", tmp_path / "a.swj", tmp_path / "a.png")
+    assert status == 0, err
+    assert np.asarray(Image.open(tmp_path / "a.png")).shape == (*SIZE, 3)
+    # Tiled files name their model in every tile.
+    status, _, err = run("compress", "--ckpt", export, "--tile", "64", src, tmp_path / "t.swj")
+    assert status == 0, err
+    status, _, err = run("decompress", tmp_path / "t.swj", tmp_path / "t.png")
+    assert status == 0, err
+    # Compress without --ckpt does use the default (the decoy here), and says which.
+    status, _, err = run("compress", src, tmp_path / "d.swj")
+    one_line_error(status, err, "swincoder-ref")
+
+
+def test_a_file_from_a_model_not_shipped_is_a_one_line_error(ship, export, images, tmp_path):
+    ship("tiny", export)
+    f = tmp_path / "in" / "ok.swj"
+    f.parent.mkdir()
+    assert run("compress", "--ckpt", export, "--lmbda", "64", images / "plain.png", f)[0] == 0
+    header, streams = container.unpack(f.read_bytes())
+    foreign = container.pack(dataclasses.replace(header, model_id="elsewhere-v2"), streams)
+    (tmp_path / "in" / "foreign.swj").write_bytes(foreign)
+    status, _, err = run("decompress", tmp_path / "in" / "foreign.swj", tmp_path / "o.png")
+    one_line_error(status, err, "foreign.swj", "'elsewhere-v2'", "tiny (model id swincoder-tiny)")
+    assert "--ckpt" in err and not (tmp_path / "o.png").exists()
+    # A folder: each file is decoded by its own model, the foreign one fails alone.
+    status, _, err = run("decompress", tmp_path / "in", tmp_path / "out")
+    assert status == 1, err
+    assert (tmp_path / "out" / "ok.png").is_file() and not (
+        tmp_path / "out" / "foreign.png"
+    ).exists()
+    assert "1 of 2 file(s) done, 1 failed" in err
+    # An unknown name that is no path either lists the shipped names.
+    status, _, err = run(
+        "compress", "--ckpt", "swincoder-v9", images / "plain.png", tmp_path / "x.swj"
+    )
+    one_line_error(status, err, "'swincoder-v9'", "shipped: tiny")

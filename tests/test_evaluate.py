@@ -259,7 +259,7 @@ def test_perceptual_metrics_are_reported_when_weights_are_given(
     weights.write_text("2.0")
     status, _, err = run(
         ["--ckpt", export, "--data", data, "--lmbda", "64", "--codecs", "none", "--quiet",
-         "--lpips-weights", weights, "--out", tmp_path / "r.json", "--per-image",
+         "--plot", "none", "--lpips-weights", weights, "--out", tmp_path / "r.json", "--per-image",
          "--keep-files", tmp_path / "files"]
     )  # fmt: skip
     assert status == 0, err
@@ -276,3 +276,31 @@ def test_perceptual_metrics_are_reported_when_weights_are_given(
         assert rec["lpips"] == pytest.approx(2.0 * np.abs(original - decoded).mean(), rel=1e-5)
         values.append(rec["lpips"])
     assert res["results"]["lpips"] == [pytest.approx(np.mean(values))]
+
+
+def test_without_flags_the_shipped_model_meets_jpeg_webp_avif_and_a_plot(
+    ship, export, data, tmp_path, monkeypatch
+):
+    defaults = evaluate.build_parser().parse_args([])
+    assert defaults.ckpt is None and defaults.data == evaluation.DEFAULT_DATA
+    assert defaults.codecs == ["jpeg", "webp", "avif"] and defaults.plot == "rd.png"
+    ship("swincoder-ref", export)  # the default model, here the tiny one
+    monkeypatch.chdir(tmp_path)
+    # Only --data (no Kodak in a test), one image and one lambda to keep it short.
+    status, stdout, err = run(["--data", data, "--max-images", "1", "--lmbda", "64", "--quiet"])
+    assert status == 0, err
+    assert stdout.startswith("swinjax swincoder-tiny")
+    assert "jpeg420" in stdout and "webp" in stdout
+    avif_ok = "avif" in evaluation.classical_codecs()[0]
+    assert ("avif444" in stdout) if avif_ok else ("avif skipped" in stdout)
+    assert "wrote rd.png" in stdout
+    with Image.open(tmp_path / "rd.png") as im:
+        assert im.format == "PNG"
+    # --plot none: no plot.
+    (tmp_path / "rd.png").unlink()
+    status, _, err = run(
+        ["--data", data, "--max-images", "1", "--lmbda", "64", "--codecs", "none", "--quiet",
+         "--plot", "none"]
+    )  # fmt: skip
+    assert status == 0, err
+    assert not (tmp_path / "rd.png").exists()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import load_tiny
 
-from swinjax.layers.adaln import LambdaBlock, LambdaEmbedding, smooth_embedding
+from swinjax.layers.adaln import LambdaBlock, LambdaEmbedding, LatentGain, smooth_embedding
 from swinjax.lmbda import LmbdaError, LmbdaRange, lmbda_range
 from swinjax.models import build_codec
 
@@ -112,6 +112,7 @@ def test_training_context_of_the_first_groups_is_the_decoders(fast):
     """With context="rounded", groups 0 and 1 get the parameters the decoder computes."""
     config = load_tiny("swincoder")
     assert config.model.entropy.context == "rounded"
+    assert config.model.lmbda.gain  # the gained domain is what both sides must agree on
     codec = build_codec(config)
     x = jax.random.uniform(jax.random.key(0), (1, 64, 64, 3))
     lm = jnp.asarray([64.0])
@@ -121,14 +122,14 @@ def test_training_context_of_the_first_groups_is_the_decoders(fast):
 
         def pieces(m, x, lm):
             y = m.analysis(x, lm).astype(jnp.float32) * 4.0  # spread y over several integers
-            hyper = m.hyper_synthesis(jnp.round(m.hyper_analysis(y)))
-            mu_train, scale_train = m._one_pass_training_params(hyper, y, y)
+            hyper = m.hyper_synthesis(jnp.round(m.hyper_analysis(y, lm)))
+            mu_train, scale_train = m._one_pass_training_params(hyper, y, y, m.gain(lm))
             y_hat = jnp.zeros_like(y)
             decoded = []
             for k in range(2):
-                mu, scale = m.group_params(hyper, y_hat, k)
+                mu, scale = m.group_params(hyper, y_hat, k, lm)
                 decoded.append((mu, scale))
-                y_hat = m.fill_group(hyper, y_hat, k, jnp.round(y - mu) + mu)
+                y_hat = m.fill_group(hyper, y_hat, k, jnp.round(y - mu) + mu, lm)
             return mu_train, scale_train, decoded, m.context.group_masks(y.shape[1], y.shape[2])
 
         return codec.apply(params, x, lm, method=pieces)
@@ -138,3 +139,43 @@ def test_training_context_of_the_first_groups_is_the_decoders(fast):
         sel = np.asarray(masks)[k][None]
         np.testing.assert_allclose(np.asarray(mu_t)[sel], np.asarray(mu)[sel], atol=1e-5)
         np.testing.assert_allclose(np.asarray(s_t)[sel], np.asarray(scale)[sel], atol=1e-5)
+
+
+def test_latent_gain_starts_as_an_8x_step_range_and_is_one_at_the_middle():
+    """Slope 0.5 of log gain in log lambda: sqrt(1024 / 16) = 8 between the ends, 1 at 128."""
+    gain = LatentGain(4, 16.0, 1024.0)
+    lm = jnp.asarray([16.0, 128.0, 1024.0])
+    params = gain.init(jax.random.key(0), lm)
+    g = np.asarray(gain.apply(params, lm))[:, 0, 0, :]
+    assert g.shape == (3, 4)
+    np.testing.assert_allclose(g[1], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(g[2] / g[0], 8.0, rtol=1e-5)
+    np.testing.assert_allclose(g[0] * g[2], 1.0, rtol=1e-5)  # geometric about the middle
+
+
+def test_gain_moves_the_rate_of_an_untrained_model(fast):
+    """The step of 1 / gain alone spreads the estimated rate: more bits at higher lambda.
+
+    The entropy model works on y / gain, so its scales grow with the gain and the coded symbols
+    span more integers; with the gain switched off the same weights give one rate for all lambdas
+    except for what AdaLN's small random modulation does.
+    """
+    x = jax.random.uniform(jax.random.key(0), (3, 64, 64, 3))
+    lm = jnp.asarray([16.0, 128.0, 1024.0])
+
+    def bits(gain: bool) -> np.ndarray:
+        config = load_tiny("swincoder")
+        config.model.lmbda.gain = gain
+        codec = build_codec(config)
+
+        def run(x, lm):
+            params = codec.init(jax.random.key(1), x[:1], lm[:1], jax.random.key(2))
+            out = codec.apply(params, x, lm, deterministic=True)
+            return -jnp.sum(jnp.log2(out["y_likelihoods"]), axis=(1, 2, 3))
+
+        return np.asarray(fast(run, jnp.broadcast_to(x[:1], x.shape), lm))
+
+    with_gain, without = bits(True), bits(False)
+    assert with_gain[0] < with_gain[1] < with_gain[2]
+    assert with_gain[2] > 2.0 * with_gain[0]
+    assert abs(without[2] / without[0] - 1.0) < 0.2

@@ -94,11 +94,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch_two(workdir, images, steps):
+def _launch_two(workdir, images, steps, cache=None):
     port = _free_port()
     procs = []
+    # A persistent XLA cache shared by the launches: the restart compiles nothing new.
+    cache_env = {} if cache is None else _compilation_cache_env(cache)
     for pid in range(2):
         env = _env(
+            **cache_env,
             SWINJAX_COORDINATOR=f"127.0.0.1:{port}",
             SWINJAX_NUM_PROCESSES="2",
             SWINJAX_PROCESS_ID=str(pid),
@@ -131,11 +134,19 @@ def _launch_two(workdir, images, steps):
     return outs
 
 
+def _compilation_cache_env(cache):
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
+
+
 def test_two_processes_train_save_and_restore(tmp_path, images):
     work = tmp_path / "two"
-    _launch_two(work, images, steps=2)
+    _launch_two(work, images, steps=2, cache=tmp_path / "xla-cache")
     assert (work / "checkpoints" / "2").is_dir()
-    outs = _launch_two(work, images, steps=4)
+    outs = _launch_two(work, images, steps=4, cache=tmp_path / "xla-cache")
     assert "resumed from" in outs[0] and "at step 2" in outs[0]
     records = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # written by process 0 only

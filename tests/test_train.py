@@ -214,3 +214,33 @@ def test_weight_decay_reaches_dense_and_conv_kernels_only(tiny, fast, arch):
         for path, u in jax.tree_util.tree_flatten_with_path(fast(decay_only, params))[0]
     }
     assert {p for p, m in moved.items() if m} == set(kernels)
+
+
+def test_warm_start_copies_every_old_parameter_and_keeps_the_new_ones(tiny):
+    """A gain-less model seeds one with the latent gain; a wider model is refused."""
+    import jax
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from swinjax.models import build_codec
+    from swinjax.train_lib import warm_start_params
+
+    def shapes(config, fill):
+        codec = build_codec(config)
+        x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+        tree = jax.eval_shape(codec.init, jax.random.key(0), x, jnp.ones((1,)), jax.random.key(1))
+        return jax.tree.map(lambda s: np.full(s.shape, fill, s.dtype), tree)
+
+    old = tiny("swincoder")
+    old.model.lmbda.gain = False
+    merged, new = warm_start_params(shapes(old, 1.0), shapes(tiny("swincoder"), 0.0))
+    assert new == ["params/latent_gain/offset", "params/latent_gain/slope"]
+    flat = traverse_util.flatten_dict(merged, sep="/")
+    assert all(np.all(v == (0.0 if k in new else 1.0)) for k, v in flat.items())
+    assert len(flat) == len(traverse_util.flatten_dict(shapes(old, 1.0))) + 2
+
+    wider = tiny("swincoder")
+    wider.model.latent_channels = 40
+    wider.model.g_a.out_channels = 40
+    with pytest.raises(ValueError, match="do not fit"):
+        warm_start_params(shapes(old, 1.0), shapes(wider, 0.0), "old")

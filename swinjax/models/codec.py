@@ -24,7 +24,7 @@ from swinjax.entropy.factorized import FactorizedPrior
 from swinjax.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 from swinjax.entropy.grouped import MaskedGroupedModel
 from swinjax.entropy.quantization import quantize
-from swinjax.layers.adaln import LambdaEmbedding
+from swinjax.layers.adaln import LambdaEmbedding, LatentGain
 from swinjax.transforms import build_transforms, validate_image
 
 
@@ -79,6 +79,15 @@ class Codec(nn.Module):
         if self.model.variable_rate:
             lm = self.model.lmbda
             self.lmbda_embedding = LambdaEmbedding(int(lm.embedding), float(lm.min), float(lm.max))
+            if lm.get("gain", False):
+                self.latent_gain = LatentGain(
+                    int(self.model.latent_channels), float(lm.min), float(lm.max)
+                )
+
+    @property
+    def has_gain(self) -> bool:
+        """Whether y is scaled by a lambda-dependent gain before quantization (``lmbda.gain``)."""
+        return bool(self.model.variable_rate and self.model.lmbda.get("gain", False))
 
     # -- pieces, each usable with ``apply(..., method=...)`` ------------------------------------
     def embed(self, lmbda: jax.Array) -> jax.Array | None:
@@ -87,20 +96,39 @@ class Codec(nn.Module):
             return None
         return self.lmbda_embedding(lmbda)
 
+    def gain(self, lmbda: jax.Array | None) -> jax.Array | None:
+        """The latent's quantization gain ``[B, 1, 1, C]`` (:class:`LatentGain`), or None.
+
+        With a gain, y is *coded* in the gained domain: :meth:`analysis` returns ``gain * g_a(x)``
+        and every method that takes y or y_hat (and ``lmbda``) works in that domain, so the
+        compression loop rounds ``gain * (y - mu)`` to integers without knowing about the gain.
+        """
+        if not self.has_gain:
+            return None
+        if lmbda is None:
+            raise ValueError("this model scales its latent by a lambda-dependent gain: pass lmbda")
+        return self.latent_gain(lmbda)
+
     def analysis(self, x: jax.Array, lmbda: jax.Array) -> jax.Array:
-        """``y = g_a(x)`` for padded ``x [B, H, W, 3]`` in [0, 1]."""
+        """``y = g_a(x)`` (times the gain, if any) for padded ``x [B, H, W, 3]`` in [0, 1]."""
         validate_image(x)  # shapes are static: a clear error at trace time, free at run time
-        return self.g_a(x, self.embed(lmbda)) if self.model.variable_rate else self.g_a(x)
+        if not self.model.variable_rate:
+            return self.g_a(x)
+        y = self.g_a(x, self.embed(lmbda))
+        gain = self.gain(lmbda)
+        return y if gain is None else y.astype(jnp.float32) * gain
 
     def synthesis(self, y_hat: jax.Array, lmbda: jax.Array) -> jax.Array:
-        """``x_hat = g_s(y_hat)`` (not clipped)."""
-        if self.model.variable_rate:
-            return self.g_s(y_hat, self.embed(lmbda))
-        return self.g_s(y_hat)
+        """``x_hat = g_s(y_hat / gain)`` (not clipped)."""
+        if not self.model.variable_rate:
+            return self.g_s(y_hat)
+        gain = self.gain(lmbda)
+        return self.g_s(y_hat if gain is None else y_hat / gain, self.embed(lmbda))
 
-    def hyper_analysis(self, y: jax.Array) -> jax.Array:
-        """``z = h_a(y)``."""
-        return self.h_a(y)
+    def hyper_analysis(self, y: jax.Array, lmbda: jax.Array | None = None) -> jax.Array:
+        """``z = h_a(y / gain)``: the hyperprior describes the un-gained latent."""
+        gain = self.gain(lmbda)
+        return self.h_a(y if gain is None else y / gain)
 
     def hyper_synthesis(self, z_hat: jax.Array) -> jax.Array:
         """Hyperprior features ``h_s(z_hat)`` consumed by the entropy model of y."""
@@ -123,19 +151,43 @@ class Codec(nn.Module):
         return self.entropy_bottleneck.aux_loss()
 
     def group_params(
-        self, hyper: jax.Array, y_hat: jax.Array, k: int
+        self, hyper: jax.Array, y_hat: jax.Array, k: int, lmbda: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        """Mean and scale of group k from ``hyper`` and groups < k of ``y_hat``."""
-        return self.context.group_params(hyper, y_hat, k)
+        """Mean and scale of group k from ``hyper`` and groups < k of ``y_hat``.
+
+        With a gain the context model sees ``y_hat / gain`` and its mean and scale are multiplied
+        by the gain: a step of ``1 / gain`` in y's own units.
+        """
+        gain = self.gain(lmbda)
+        if gain is None:
+            return self.context.group_params(hyper, y_hat, k)
+        mu, scale = self.context.group_params(hyper, y_hat / gain, k)
+        return mu * gain, scale * gain
 
     def fill_group(
-        self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
+        self,
+        hyper: jax.Array,
+        y_hat: jax.Array,
+        k: int,
+        values: jax.Array,
+        lmbda: jax.Array | None = None,
     ) -> jax.Array:
-        """Writes group k's dequantized values into ``y_hat``."""
-        return self.context.fill_group(hyper, y_hat, k, values)
+        """Writes group k's dequantized values into ``y_hat`` (ChARM adds its LRP)."""
+        gain = self.gain(lmbda)
+        if gain is None or isinstance(self.context, MaskedGroupedModel):
+            return self.context.fill_group(hyper, y_hat, k, values)  # a pure write
+        return self.context.fill_group(hyper, y_hat / gain, k, values / gain) * gain
+
+    def _one_pass_params(
+        self, hyper: jax.Array, y_ctx: jax.Array, gain: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
+        if gain is None:
+            return self.context.one_pass_params(hyper, y_ctx)
+        mu, scale = self.context.one_pass_params(hyper, y_ctx / gain)
+        return mu * gain, scale * gain
 
     def _one_pass_training_params(
-        self, hyper: jax.Array, y: jax.Array, y_tilde: jax.Array
+        self, hyper: jax.Array, y: jax.Array, y_tilde: jax.Array, gain: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """Masked grouped model in training: every group's parameters in one masked pass.
 
@@ -150,12 +202,12 @@ class Codec(nn.Module):
         """
         context = self.model.entropy.get("context", "rounded")
         if training_quantization(self.model) == "noise" or context == "noisy":
-            return self.context.one_pass_params(hyper, y_tilde)
+            return self._one_pass_params(hyper, y_tilde, gain)
         if context != "rounded":
             raise ValueError(f"model.entropy.context must be 'rounded' or 'noisy', got {context!r}")
-        mu0, _ = self.context.one_pass_params(hyper, jax.lax.stop_gradient(jnp.round(y)))
+        mu0, _ = self._one_pass_params(hyper, jax.lax.stop_gradient(jnp.round(y)), gain)
         y_ctx = quantize(y, "ste", jax.lax.stop_gradient(mu0))
-        return self.context.one_pass_params(hyper, y_ctx)
+        return self._one_pass_params(hyper, y_ctx, gain)
 
     # -- training forward ---------------------------------------------------------------------
     def __call__(
@@ -184,7 +236,8 @@ class Codec(nn.Module):
             ``x_hat``, ``y_likelihoods``, ``z_likelihoods``, ``y``, ``y_hat``, ``z``.
         """
         y = self.analysis(x, lmbda).astype(jnp.float32)
-        z = self.hyper_analysis(y).astype(jnp.float32)
+        gain = self.gain(lmbda)
+        z = self.hyper_analysis(y, lmbda).astype(jnp.float32)
         medians = jax.lax.stop_gradient(self.z_medians())
         noise_only = training_quantization(self.model) == "noise"
         if deterministic:
@@ -200,7 +253,7 @@ class Codec(nn.Module):
         hyper = self.hyper_synthesis(z_hat)
         if not deterministic and isinstance(self.context, MaskedGroupedModel):
             y_tilde = quantize(y, "noise", key=ky)
-            mu, scale = self._one_pass_training_params(hyper, y, y_tilde)
+            mu, scale = self._one_pass_training_params(hyper, y, y_tilde, gain)
             y_likelihoods = gaussian_likelihood(y_tilde, mu, scale, SCALE_MIN)
             y_hat = y_tilde if noise_only else quantize(y, "ste", mu)
         else:
@@ -210,7 +263,7 @@ class Codec(nn.Module):
             _, h, w, _ = y.shape
             masks = self.context.group_masks(h, w)
             for k in range(self.context.num_groups):
-                mu, scale = self.group_params(hyper, y_hat, k)
+                mu, scale = self.group_params(hyper, y_hat, k, lmbda)
                 if deterministic:
                     values = quantize(y, "dequantize", mu)
                     lik = gaussian_likelihood(values, mu, scale, SCALE_MIN)
@@ -218,7 +271,7 @@ class Codec(nn.Module):
                     values = y_rate if noise_only else quantize(y, "ste", mu)
                     lik = gaussian_likelihood(y_rate, mu, scale, SCALE_MIN)
                 y_likelihoods = jnp.where(masks[k], lik, y_likelihoods)
-                y_hat = self.fill_group(hyper, y_hat, k, values)
+                y_hat = self.fill_group(hyper, y_hat, k, values, lmbda)
         x_hat = self.synthesis(y_hat, lmbda)
         return {
             "x_hat": x_hat,
