@@ -120,10 +120,16 @@ def write_atomic(path: pathlib.Path, data: bytes, overwrite: bool = True) -> Non
     With ``overwrite=False`` the final step is a hard link, which fails if ``path`` appeared in
     the meantime (another process), so an existing file is never replaced.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:  # read-only file system, no permission, ...
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as e:  # a full disk: nothing is left under the final name
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from e
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -189,8 +195,28 @@ def _find_swj(folder: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
+def _file_id(path: pathlib.Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _prepare_outputs(pairs: list[tuple[pathlib.Path, pathlib.Path]], force: bool) -> None:
-    """Refuses existing outputs before any work (no half-done folder runs) and makes folders."""
+    """Refuses existing outputs before any work (no half-done folder runs) and makes folders.
+
+    An output that is one of the inputs (the same file, under any name) is refused even with
+    ``--force``: writing it would destroy the user's original.
+    """
+    inputs = {_file_id(i): i for i, _ in pairs}
+    inputs.pop(None, None)
+    for _, o in pairs:
+        clash = inputs.get(_file_id(o)) if o.exists() else None
+        if clash is not None:
+            raise UserError(
+                f"{o} is an input ({clash}); refusing to write over it, even with --force"
+            )
     existing = [o for _, o in pairs if o.exists()]
     if existing and not force:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
@@ -505,6 +531,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             save_png(dst, image, overwrite=args.force)
         except FileExistsError as e:
             raise UserError(f"{dst} exists; use --force to overwrite it") from e
+        except OSError as e:  # a full disk, a read-only file system, ...
+            raise UserError(f"cannot write {dst}: {e.strerror or e}") from e
         return f"{src} -> {dst}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s"
 
     return _run_jobs(pairs, folder, work, "decompress", args.quiet)

@@ -150,6 +150,37 @@ def test_existing_outputs_are_not_overwritten_without_force(export, images, tmp_
     assert sorted(p.name for p in dst.rglob("*")) == ["deep", "palette.swj"]
 
 
+def test_an_input_is_never_overwritten_even_with_force(export, images, tmp_path):
+    src = tmp_path / "me.png"
+    src.write_bytes((images / "plain.png").read_bytes())
+    (tmp_path / "alias.png").hardlink_to(src)  # the same file under another name
+    before = src.read_bytes()
+    for out in (src, tmp_path / "alias.png"):
+        status, _, err = run("compress", "--ckpt", export, "--force", src, out)
+        one_line_error(status, err, "is an input", "even with --force")
+    assert src.read_bytes() == before
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_file(export, images, tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli.os, "fdopen", full)
+    out = tmp_path / "o.swj"
+    status, _, err = run("compress", "--ckpt", export, images / "plain.png", out)
+    one_line_error(status, err, "cannot write", "No space left on device")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
+    monkeypatch.undo()
+
+    status, _, err = run("compress", "--ckpt", export, images / "plain.png", out)
+    assert status == 0, err
+    monkeypatch.setattr("swinjax.imageio.save_png", full)  # imported where it is used
+    status, _, err = run("decompress", "--ckpt", export, out, tmp_path / "o.png")
+    one_line_error(status, err, "cannot write", "No space left on device")
+
+
 def test_a_folder_as_output_of_one_file(export, images, tmp_path):
     status, stdout, err = run("compress", "--ckpt", export, images / "plain.png", tmp_path)
     assert status == 0, err
