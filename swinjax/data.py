@@ -389,8 +389,9 @@ class _RandomCropFlipRotate(grain.transforms.RandomMap):
     the next file in the list, so substitution is deterministic as well.
 
     Decoded (and, with ``upscale_small``, upscaled) images are kept in an :class:`_ImageCache` of
-    ``cache_bytes`` (0 disables it), keyed by file index; files that fail to decode are not
-    cached and are tried again each time, exactly as without the cache.
+    ``cache_bytes`` (0 disables it), keyed by file index. A file that fails to decode is
+    remembered as unusable by this process: it is not read again, and its warning is given once
+    (the substitution itself stays the same, so the data order does not depend on it).
     """
 
     def __init__(
@@ -406,6 +407,7 @@ class _RandomCropFlipRotate(grain.transforms.RandomMap):
         self._upscale_small = upscale_small
         self._max_pixels = max_pixels
         self._substitutions = 0  # per worker process; reported in the warnings
+        self._unusable: dict[int, str] = {}  # file index -> why (per process)
         self.cache = _ImageCache(cache_bytes)
 
     def _decode(self, file_index: int) -> np.ndarray | str:
@@ -417,25 +419,35 @@ class _RandomCropFlipRotate(grain.transforms.RandomMap):
         try:
             image = imageio.load_image(path, max_pixels=self._max_pixels)
         except imageio.ImageError as err:
-            return str(err)
+            return self._mark_unusable(file_index, str(err))
         if min(image.shape[:2]) < self._crop:
             if not self._upscale_small:
-                return f"{path}: smaller than the {self._crop} px crop"
+                return self._mark_unusable(
+                    file_index, f"{path}: smaller than the {self._crop} px crop"
+                )
             image = _upscale_to(image, self._crop)
         self.cache.put(file_index, image)
         return image
 
+    def _mark_unusable(self, file_index: int, why: str) -> str:
+        self._unusable[file_index] = why
+        return why
+
     def _load(self, index: int) -> np.ndarray:
         n = len(self._files)
         errors = []
+        new_errors = False
         for attempt in range(min(_MAX_SUBSTITUTIONS, n)):
             file_index = (index + attempt) % n
-            image = self._decode(file_index)
+            known = self._unusable.get(file_index)
+            image = known if known is not None else self._decode(file_index)
             if isinstance(image, str):
                 errors.append(image)
+                new_errors = new_errors or known is None
                 continue
             if attempt:
                 self._substitutions += attempt
+            if attempt and new_errors:
                 log.warning(
                     "training data: replaced %d unusable file(s) by %s "
                     "(%d replacements so far in this process): %s",

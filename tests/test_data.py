@@ -361,6 +361,29 @@ def test_file_failing_mid_run_is_replaced_deterministically(files, tmp_path, cap
         np.testing.assert_array_equal(x, y)
 
 
+def test_a_file_failing_mid_run_is_read_and_reported_once(files, tmp_path, caplog, monkeypatch):
+    truncated = tmp_path / "truncated.png"
+    buf = io.BytesIO()
+    Image.fromarray(_photo(40, 40, 9)).save(buf, format="PNG")
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    reads = []
+    load = data.imageio.load_image
+
+    def counting(path, **kwargs):
+        reads.append(str(path))
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(data.imageio, "load_image", counting)
+    mixed = sorted(files + [str(truncated)])
+    with caplog.at_level(logging.WARNING, logger="swinjax.data"):
+        batches = _take(_pipeline(mixed, cache_mb=0), 9)  # 72 examples over 9 files
+    drawn = sum(r == str(truncated) for r in reads)
+    warned = [r for r in caplog.records if "unusable" in r.getMessage()]
+    assert drawn == 1 and len(warned) == 1, (drawn, len(warned))
+    assert all(b.shape == (8, CROP, CROP, 3) for b in batches)
+    assert len(reads) > 20  # the cache is off: good files are read every time they are drawn
+
+
 def test_small_images_can_be_upscaled_instead_of_skipped(tmp_path):
     small = _save(tmp_path / "small.png", _photo(10, 12, 0))
     with pytest.raises(DataConfigError, match="none of the 1 training files"):
