@@ -493,16 +493,15 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         num_workers=int(config.data.num_workers),
         cache_mb=float(config.data.get("cache_mb", data.DEFAULT_CACHE_MB)),
     )
-    mgr = checkpoint.checkpoint_manager(workdir, config)
-    latest = mgr.latest_step()
-    if latest is not None:
-        restored = mgr.restore(
-            latest,
-            args=ocp_args().Composite(
-                state=ocp_args().StandardRestore(restore_target(trainer)),
-                data=grain.checkpoint.CheckpointRestore(train_iter),
-            ),
+
+    def restore_args() -> Any:
+        return ocp_args().Composite(
+            state=ocp_args().StandardRestore(restore_target(trainer)),
+            data=grain.checkpoint.CheckpointRestore(train_iter),
         )
+
+    mgr, restored = _restore_newest_readable(workdir, config, restore_args)
+    if restored is not None:
         state = restored.state
         log(f"resumed from {workdir / 'checkpoints'} at step {int(state.step)}")
     else:
@@ -619,6 +618,41 @@ def validation_line(step: int, v: dict[str, float]) -> str:
         if k.startswith("val_bpp@")
     ]
     return f"validation at step {step}: " + " | ".join(parts)
+
+
+def _restore_newest_readable(workdir: pathlib.Path, config: Any, restore_args: Any) -> tuple:
+    """The checkpoint manager and the newest checkpoint that restores (None: start afresh).
+
+    A checkpoint that cannot be read (truncated or half-written files, e.g. a disk that filled
+    up or a copy cut short) is moved aside to ``<step>.unreadable`` (kept, not deleted), with a
+    one-line message naming the step and the reason, and the previous one is tried: a long run
+    resumes from its last good state instead of stopping on a storage-library traceback.
+    """
+    from swinjax import checkpoint
+
+    mgr = checkpoint.checkpoint_manager(workdir, config)
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            return mgr, mgr.restore(step, args=restore_args())
+        except Exception as err:  # noqa: BLE001 - Orbax/tensorstore raise many kinds
+            reason = (str(err).strip().splitlines() or [""])[0][:200]
+            bad = workdir / "checkpoints" / str(step)
+            aside = bad.with_name(f"{step}.unreadable")
+            log(
+                f"checkpoint at step {step} is unreadable ({type(err).__name__}: {reason}); "
+                f"moved to {aside.name}, trying the previous one"
+            )
+            mgr.close()
+            if jax.process_index() == 0:
+                if aside.exists():
+                    aside = bad.with_name(f"{step}.unreadable-{int(time.time())}")
+                bad.rename(aside)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices(f"swinjax-skip-checkpoint-{step}")
+            mgr = checkpoint.checkpoint_manager(workdir, config)
+    return mgr, None
 
 
 def _init_from(config: Any, trainer: Trainer, params: Any, log: Any = print) -> Any:

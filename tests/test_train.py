@@ -81,16 +81,26 @@ def test_training_writes_metrics_checkpoints_and_an_export(reference_run):
     )
 
 
-def test_restart_resumes_from_the_latest_checkpoint_exactly(reference_run, tmp_path, images):
-    # A copy of the finished run without its last checkpoint and export: restarting must redo
-    # steps 9..12 from checkpoint 8 and land on the same parameters and loss.
+def test_restart_skips_an_unreadable_checkpoint_and_resumes_exactly(
+    reference_run, tmp_path, images, capsys
+):
+    # A copy of the finished run whose last checkpoint is half-written (every file truncated) and
+    # without its export: restarting must set checkpoint 12 aside, redo steps 9..12 from
+    # checkpoint 8 and land on the same parameters and loss.
     import shutil
 
     work = tmp_path / "resumed"
     shutil.copytree(reference_run, work)
-    shutil.rmtree(work / "checkpoints" / "12")
+    for f in (work / "checkpoints" / "12").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     shutil.rmtree(work / "export")
+    capsys.readouterr()
     assert train_entry.main(_argv(work, images)) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint at step 12 is unreadable" in err and "at step 8" in err, err[-2000:]
+    assert (work / "checkpoints" / "12.unreadable").is_dir()  # kept, not deleted
+    assert (work / "checkpoints" / "12").is_dir()  # written again
     a, b = _final_params(reference_run), _final_params(work)
     flat_a = flax.traverse_util.flatten_dict(a)
     flat_b = flax.traverse_util.flatten_dict(b)
