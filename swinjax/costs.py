@@ -64,21 +64,22 @@ def cost_report(config: Any, height: int = 512, width: int = 768) -> dict[str, A
     params = jax.eval_shape(codec.init, jax.random.key(0), x, lmbda, jax.random.key(1))
     hyper = jax.eval_shape(lambda p, z: codec.apply(p, z, method=codec.hyper_synthesis), params, z)
 
-    def entropy_decode(p: Any, hyper: jax.Array) -> jax.Array:
-        return nn_apply(codec, p, lambda mdl: decode_loop_for(mdl, hyper))
+    def entropy_decode(p: Any, hyper: jax.Array, lm: jax.Array) -> jax.Array:
+        return nn_apply(codec, p, lambda mdl: decode_loop_for(mdl, hyper, lm))
 
-    def decode_loop_for(mdl: Any, hyper: jax.Array) -> jax.Array:
+    def decode_loop_for(mdl: Any, hyper: jax.Array, lm: jax.Array) -> jax.Array:
+        # The decoder's own loop (Codec.group_params / fill_group, with the latent gain if any).
         out = jnp.zeros(y.shape, y.dtype)
         for k in range(mdl.context.num_groups):
-            mu, _ = mdl.group_params(hyper, out, k)
-            out = mdl.fill_group(hyper, out, k, mu)
+            mu, _ = mdl.group_params(hyper, out, k, lm)
+            out = mdl.fill_group(hyper, out, k, mu, lm)
         return out
 
-    def entropy_once(p: Any, hyper: jax.Array, y_hat: jax.Array) -> jax.Array:
+    def entropy_once(p: Any, hyper: jax.Array, y_hat: jax.Array, lm: jax.Array) -> jax.Array:
         def run(mdl: Any) -> jax.Array:
             if hasattr(mdl.context, "one_pass_params"):  # SwinCoder: one masked pass
                 return mdl.context.one_pass_params(hyper, y_hat)[0]
-            return decode_loop_for(mdl, hyper)  # ChARM: every slice once
+            return decode_loop_for(mdl, hyper, lm)  # ChARM: every slice once
 
         return nn_apply(codec, p, run)
 
@@ -95,13 +96,13 @@ def cost_report(config: Any, height: int = 512, width: int = 768) -> dict[str, A
             lambda p, z: codec.apply(p, z, method=codec.hyper_synthesis), params, z
         )
         / 2,
-        "entropy": compiled_flops(entropy_once, params, hyper, y) / 2,
+        "entropy": compiled_flops(entropy_once, params, hyper, y, lmbda) / 2,
         "g_s": compiled_flops(
             lambda p, y, lm: codec.apply(p, y, lm, method=codec.synthesis), params, y, lmbda
         )
         / 2,
     }
-    decode = compiled_flops(entropy_decode, params, hyper) / 2
+    decode = compiled_flops(entropy_decode, params, hyper, lmbda) / 2
     total = sum(macs.values())
     p = params["params"]
     per_part = {k: _count(v) for k, v in p.items()}
