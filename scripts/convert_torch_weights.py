@@ -1,6 +1,6 @@
 """Convert PyTorch VGG19 / LPIPS / DISTS weights to swinjax's local ``.npz`` weights files.
 
-swinjax never downloads weights (DESIGN.md §6). Run this once, on a machine that has PyTorch and
+swinjax never downloads weights. Run this once, on a machine that has PyTorch and
 the published files, and copy the ``.npz`` outputs to where training/evaluation can read them.
 The format and where to get the inputs are in ``docs/weights.md``. Examples::
 

@@ -313,7 +313,8 @@ def compress_to_bpp(
 
 # -- tiles: bounded memory for very large images -------------------------------------------------
 # A tiled file is a thin wrapper around complete, independently validated swinjax files, one per
-# tile (row-major), so every rule of the single-image format (DESIGN.md §5) holds for each tile:
+# tile (row-major), so every rule of the single-image format (README: file format) holds for each
+# tile:
 #
 #   b"SWJT" | version u8 | height u32 | width u32 | tile u32 | count u32 |
 #   count x (length u32 | swinjax file)            (all integers big-endian)
@@ -426,7 +427,7 @@ def decompress_tiled(codec: Any, data: bytes) -> Any:
 
 
 def _alpha_note(path: pathlib.Path) -> str:
-    """A note when the image has transparency, which the codec drops (DESIGN: RGB only)."""
+    """A note when the image has transparency, which the codec drops (the codec is RGB only)."""
     from PIL import Image
 
     try:

@@ -1,7 +1,7 @@
 """Compress images to swinjax files and back: the library API behind the CLI and evaluation.
 
 Every step that decides what is coded is one jitted function shared by the encoder, the decoder
-and :meth:`ImageCodec.forward_eval` (DESIGN.md §5 rules 2-4):
+and :meth:`ImageCodec.forward_eval` (README: file format):
 
 * ``front``: ``y = g_a(x)``, ``z = h_a(y)`` (encoder only);
 * ``z_symbols`` / ``hyper``: z quantized around the factorized prior's medians, ``h_s(z_hat)``;

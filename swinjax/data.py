@@ -27,7 +27,7 @@ nothing is decoded again (benchmarks/data_pipeline.py, 2 CPU cores, batches of 8
 0.003 s per batch at 128 px, 0.054 -> 0.006 s at 256 px). The cache never changes a batch: with
 or without it, and after a resume, the same seed gives the same batches.
 
-Default data (DESIGN.md §7): training on ``../shared/datasets/{bsds500,sun-hays80,
+Default data (README: Data): training on ``../shared/datasets/{bsds500,sun-hays80,
 wikipedia-photos,train-hr}`` (627 files; ``train-hr`` holds its images in two subfolders,
 ``wikipedia-commons/`` and ``div2k-train-diffc/``, found by the recursive search of
 :func:`find_images`) and validation on the 256x256 DIV2K/Urban100 crops; Kodak and McMaster are
@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 TRAIN_SETS = ("bsds500", "sun-hays80", "wikipedia-photos", "train-hr")
 VAL_SETS = ("div2k-valid-256crops", "urban100-256crops")
 # Test sets: the published anchors are on Kodak; training or tuning on them invalidates every
-# comparison (DESIGN.md §7). Matched against folder names, case-insensitively.
+# comparison. Matched against folder names, case-insensitively.
 TEST_ONLY_SETS = ("kodak", "mcmaster")
 _KODAK_FILE = re.compile(r"^kodim\d\d\.", re.IGNORECASE)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -177,7 +177,7 @@ def _refuse_test_sets(paths: Iterable[str], purpose: str) -> None:
         if hit is not None:
             raise DataConfigError(
                 f"{path}: {hit} is a test set and is never used for {purpose}ing "
-                f"(DESIGN.md §7: never train or tune on Kodak or McMaster); remove it from "
+                f"(never train or tune on Kodak or McMaster); remove it from "
                 f"{key} (e.g. --config.{key}=/path/a,/path/b)"
             )
 
@@ -479,7 +479,7 @@ class _RandomCropFlipRotate(grain.transforms.RandomMap):
 
 
 class _ToModelBatch(grain.transforms.Map):
-    """``uint8 [b, c, c, 3]`` -> ``{"x": float32 in [0, 1]}`` (DESIGN.md §3)."""
+    """``uint8 [b, c, c, 3]`` -> ``{"x": float32 in [0, 1]}``."""
 
     def map(self, element: np.ndarray) -> dict[str, np.ndarray]:
         """Converts one per-process batch."""

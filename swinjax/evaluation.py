@@ -5,7 +5,7 @@ included), the file is read back from disk and decoded, and the numbers reported
 
 * **actual bpp** = file bytes × 8 / (H × W) of the original image, header included, next to the
   **estimated bpp** = −log2 likelihood of y and z / (H × W) from the evaluation forward pass
-  (DESIGN.md §3: both reported, never confused);
+  (both reported, never confused);
 * PSNR and MS-SSIM (RGB) on the 8-bit decoded image (:mod:`swinjax.metrics` states the exact
   conventions), per image and then averaged;
 * encode and decode wall-clock seconds of ``compress`` / ``decompress`` (in memory, excluding file
@@ -14,7 +14,7 @@ included), the file is read back from disk and decoded, and the numbers reported
   encoder and decoder use for that padded size.
 
 The decoded image is also compared with the forward pass's reconstruction; they must be equal
-(DESIGN.md §5), and a mismatch is reported as a note and a warning rather than hidden.
+(README: file format), and a mismatch is reported as a note and a warning rather than hidden.
 
 Classical codecs are measured in the same run on the same images, each swept over its quality
 setting, with the same metric code, and BD-rates (PSNR and MS-SSIM in dB,
@@ -382,7 +382,7 @@ PerceptualMetric = Callable[[np.ndarray, np.ndarray], float]
 
 
 def load_perceptual_metrics(weights: Mapping[str, str | None]) -> dict[str, PerceptualMetric]:
-    """LPIPS / DISTS from local weight files (never downloaded: DESIGN.md §6).
+    """LPIPS / DISTS from local weight files (never downloaded).
 
     The implementations live in :mod:`swinjax.perceptual` (``load_lpips(path)`` /
     ``lpips(params, x, y)`` and the same for ``dists``, on ``[B, H, W, 3]`` images in [0, 1]);

@@ -4,7 +4,7 @@ Training, evaluation and the CLI all read images through :func:`load_image`, so 
 treats odd files the same way and a user mistake (missing path, empty file, not an image, a
 decompression bomb) becomes a one-line :class:`ImageError` instead of a traceback.
 
-Pixel conventions (DESIGN.md §3): images are 8-bit RGB ``uint8 [H, W, 3]`` on disk and at the
+Pixel conventions: images are 8-bit RGB ``uint8 [H, W, 3]`` on disk and at the
 edges of the program, float32 RGB in ``[0, 1]`` inside the model (:func:`to_float`), and metrics
 are computed on the 8-bit rounded reconstruction (:func:`to_uint8`).
 """
@@ -380,7 +380,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """Float image in ``[0, 1]`` -> ``uint8``: scale by 255, round half to even, clip.
 
-    This is the 8-bit reconstruction on which metrics are computed (DESIGN.md §3; the same
+    This is the 8-bit reconstruction on which metrics are computed (the same
     ``round(clip(x) * 255)`` as CompressAI and tfc). NaN maps to 0 so a diverged model gives a
     black image rather than undefined integer conversion.
 

@@ -1,6 +1,6 @@
 """Image-quality metrics, Bjøntegaard deltas and CompressAI-format result files.
 
-Conventions (DESIGN.md §3, §8.5) -- the ones CompressAI's ``eval_model`` uses, so numbers are
+Conventions -- the ones CompressAI's ``eval_model`` uses, so numbers are
 comparable with the published curves in ``../shared/anchors``:
 
 * Metrics are computed on **8-bit** images (the reconstruction rounded to integers, cropped to

@@ -2,7 +2,7 @@
 
 Both metrics compare deep VGG16 features (:mod:`swinjax.models.vgg`) of a reference x and a
 distorted y; SwinCoder reports both (Li et al., CLIC 2025, Table I). They are *evaluation*
-metrics: the weights are never downloaded (DESIGN.md §6), evaluation reports a metric only when
+metrics: the weights are never downloaded, evaluation reports a metric only when
 its file is given (:func:`lpips_available`, :func:`dists_available`), and a given but broken file
 raises instead of being skipped.
 

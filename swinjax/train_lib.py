@@ -1,6 +1,6 @@
 """Rate-distortion training: train state, optimizers, the sharded step and the loop.
 
-The step is one ``jax.jit`` with explicit shardings and a donated state (DESIGN.md §8.6). Random
+The step is one ``jax.jit`` with explicit shardings and a donated state. Random
 draws (lambda per example, quantization noise) come from ``fold_in(seed key, step)`` over global
 shapes, so they do not depend on the number of devices; the data pipeline gives the same global
 batches on any number of processes. Together this makes a (4, 2) mesh of 8 devices reproduce a
@@ -101,7 +101,7 @@ def make_optimizer(config: Any, params: Any) -> optax.GradientTransformation:
     """AdamW (beta = 0.9, 0.999) with clipping for the model; Adam for the quantiles.
 
     The quantiles of the factorized prior get their own optimizer (tfc / CompressAI "aux"
-    parameters, DESIGN.md §8.7) through ``optax.multi_transform``. In the perceptual stages'
+    parameters, as in CompressAI) through ``optax.multi_transform``. In the perceptual stages'
     default reading everything but g_s is frozen (``optax.set_to_zero``: no update, no decay), so
     the encoder, the entropy models and their coding tables stay bit-identical.
     """

@@ -174,7 +174,7 @@ class ConvHyperAnalysis(nn.Module):
     STF (Zou et al. 2022) uses ``conv3x3`` layers with stride 2 at the third and fifth layer. Here a
     stride-2 layer is space-to-depth followed by a 3x3 convolution on the merged channels: the
     receptive field contains the strided 3x3 one, and it avoids XLA CPU's slow strided-conv
-    backward pass (DESIGN.md / issue 2 §5).
+    backward pass .
 
     Attributes:
         widths: output width of each layer.

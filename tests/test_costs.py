@@ -1,4 +1,4 @@
-"""MACs and parameters per part (XLA cost analysis), for a variable-rate model with a latent gain."""
+"""MACs and parameters per part (XLA cost analysis) of a variable-rate model with a latent gain."""
 
 from conftest import load_tiny
 

@@ -5,7 +5,7 @@ Interface
 An :class:`EntropyCoder` is bound to one :class:`~swinjax.entropy.tables.CodingTables` and
 maps ``(symbols, indexes)`` to bytes and back. ``indexes`` (the table row of every symbol: a
 scale index for the Gaussian conditional, a channel for the factorized prior) are known to the
-decoder, which recomputes them from already-decoded data (DESIGN.md section 5, rule 4), so
+decoder, which recomputes them from already-decoded data, so
 they are never stored. :class:`ConstrictionCoder` is the production implementation;
 :class:`swinjax.coding.reference.ReferenceCoder` is a slow pure-Python oracle with the same
 stream *content* (not the same bytes). :func:`encode` / :func:`decode` are one-shot helpers.

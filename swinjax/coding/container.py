@@ -2,7 +2,7 @@
 
 Why so strict
 -------------
-A compressed file is untrusted input. DESIGN.md section 5 rule 5: a truncated, corrupted,
+A compressed file is untrusted input: a truncated, corrupted,
 foreign or hostile file must give a one-line error, never a hang, a crash or a huge allocation.
 So :func:`unpack` checks the magic, the version, the announced size against the real size and
 the CRC32 of the whole file before it believes any field, then bounds every field (image size by
@@ -442,7 +442,7 @@ def symbols_crc32(arrays: Sequence[np.ndarray]) -> int:
 
     Each array is read as little-endian int32 in C order. The caller passes the z symbols, then
     the y symbols of each group / slice in coding order, on both the encoder and the decoder,
-    so the value identifies exactly what was coded (DESIGN.md section 5, rule 4).
+    so the value identifies exactly what was coded.
 
     Raises:
         ValueError: a non-integer array or a value outside int32.

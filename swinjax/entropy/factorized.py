@@ -5,7 +5,7 @@ Each channel has its own monotone cumulative function ``c(x)`` built from ``filt
 bin is ``sigmoid(c(x + 0.5)) - sigmoid(c(x - 0.5))``, evaluated on the side of the median where
 both terms are small (tfc's ``NoisyDeepFactorized``; CompressAI's ``EntropyBottleneck``).
 
-``quantiles [C, 3]`` are auxiliary parameters (own optimizer, DESIGN.md §8.7): trained by
+``quantiles [C, 3]`` are auxiliary parameters (own optimizer, as in CompressAI): trained by
 :meth:`FactorizedPrior.aux_loss` to sit at the ``tail_mass / 2`` and ``1 - tail_mass / 2``
 quantiles and the median of each channel. The median is the quantization offset of z; the outer
 quantiles bound the integer support of the coding tables, values outside it use the escape code.

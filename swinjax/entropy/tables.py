@@ -7,7 +7,7 @@ bit. Float CDFs recomputed on each side (a different BLAS, XLA fusion, GPU vs CP
 the last ulp, which shifts a frequency by one and silently corrupts everything decoded after it.
 So, as in tensorflow-compression (``_build_tables``) and CompressAI (``update()``), the trained
 distributions are turned into integer tables by one explicit step, stored with the exported
-model, and never rebuilt when decoding (DESIGN.md section 5, rule 1). This module is numpy-only
+model, and never rebuilt when decoding (README: file format). This module is numpy-only
 (no JAX) so the step is plain, deterministic arithmetic: float64 probabilities, then integer
 rounding with explicit tie-breaking, so the same inputs give byte-identical tables. (A rebuild
 on another platform could differ in the last ulp of ``math.erfc`` and so, rarely, by one unit
@@ -419,7 +419,7 @@ def build_gaussian_tables(
     As CompressAI's ``GaussianConditional.update()``: for scale ``s`` the support is
     ``[-n, n]`` with ``n = ceil(s * Phi^-1(1 - tail_mass / 2))``; symbol ``v`` gets the Gaussian
     mass of ``[v - 0.5, v + 0.5)`` and the escape gets the mass outside ``[-n - 0.5, n + 0.5)``.
-    Means are handled by the caller, which codes ``round(y - mu)`` (DESIGN.md section 5 rule 2),
+    Means are handled by the caller, which codes ``round(y - mu)`` (one quantize function),
     so a zero-mean table per scale suffices. ``n`` is capped so a row fits ``2**precision``
     symbols; the capped mass goes to the escape.
 

@@ -12,7 +12,7 @@ its ReLU: Real-ESRGAN's loss uses these), ``relu{b}_{i}`` and ``pool{b}``; ``b``
 (1..5) and ``i`` the convolution within it (VGG19: 2, 2, 4, 4, 4 per block; VGG16: 2, 2, 3, 3, 3).
 The module stops after the deepest requested layer, so unused blocks cost nothing.
 
-Weights are never downloaded (DESIGN.md §6): they come from a local ``.npz`` file made once by
+Weights are never downloaded: they come from a local ``.npz`` file made once by
 ``scripts/convert_torch_weights.py`` (format and recipe in ``docs/weights.md``):
 
 * one entry per convolution, ``conv{b}_{i}/kernel`` float32 HWIO ``(3, 3, C_in, C_out)`` and
