@@ -35,7 +35,7 @@ from swinjax.lmbda import LmbdaError, lmbda_range
 from swinjax.models import build_codec
 from swinjax.transforms import downsampling_factor
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = container.DEFAULT_MAX_PIXELS  # the one limit, owned by the file format
 
 
 @dataclass

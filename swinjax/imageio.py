@@ -18,6 +18,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageOps
 
+from swinjax.coding import container
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
@@ -28,9 +30,10 @@ __all__ = [
     "to_uint8",
 ]
 
-# 2**27 pixels (~11585 x 11585, 400 MB as 8-bit RGB, 1.6 GB as float32): far above any image the
-# codec is meant for (CLIC ~2048x1376, the 4096x4096 stress test), far below what exhausts a host.
-DEFAULT_MAX_PIXELS = 1 << 27
+# One size limit for reading images and decoding files (swinjax.coding.container owns it): 10^8
+# pixels (400 MB as float32 RGB), far above any image the codec is meant for (CLIC ~2048x1376,
+# the 4096x4096 stress test), far below what a header alone could make a host allocate.
+DEFAULT_MAX_PIXELS = container.DEFAULT_MAX_PIXELS
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _HIGH_DEPTH_GRAY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
