@@ -24,6 +24,9 @@ def add_training(c: ml_collections.ConfigDict, *, total_steps: int) -> None:
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
     c.export_on_finish = True
+    # TensorBoard event files in workdir/tensorboard beside metrics.jsonl, when tensorboardX is
+    # installed (pip install 'swinjax[tensorboard]'; no TensorFlow needed). Process 0 only.
+    c.tensorboard = True
     c.init_from = ""  # a workdir or export to start from (perceptual stages)
     c.stage = 1  # 1: rate-distortion; 2: + VGG perceptual/style; 3: + adversarial
     c.perceptual = ml_collections.ConfigDict(

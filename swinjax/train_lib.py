@@ -367,17 +367,35 @@ def format_eta(seconds: float) -> str:
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` (process 0 only)."""
+    """Writes every logged record: ``workdir/metrics.jsonl`` and TensorBoard (process 0 only).
 
-    def __init__(self, workdir: pathlib.Path) -> None:
+    The JSON lines are the record of a run (a resumed run appends). TensorBoard event files go to
+    ``workdir/tensorboard`` when ``tensorboard`` is on and tensorboardX is installed (the
+    ``[tensorboard]`` extra): scalars under ``train/`` and ``val/`` (``val/bpp/lambda_16`` ...),
+    where users of TPU pods and GPU clusters look for them.
+    """
+
+    def __init__(self, workdir: pathlib.Path, tensorboard: bool = False) -> None:
         """Opens the file for appending (a resumed run continues it)."""
         self.enabled = jax.process_index() == 0
         self.path = workdir / "metrics.jsonl"
-        if self.enabled:
-            workdir.mkdir(parents=True, exist_ok=True)
+        self.tb: Any = None
+        if not self.enabled:
+            return
+        workdir.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                log(
+                    "TensorBoard: tensorboardX is not installed (pip install "
+                    "'swinjax[tensorboard]'); metrics go to metrics.jsonl only"
+                )
+            else:
+                self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
-        """Writes one record (floats rounded for readability)."""
+        """Writes one record (floats rounded for readability in the JSON lines)."""
         if not self.enabled:
             return
         clean = {
@@ -386,6 +404,22 @@ class MetricsWriter:
         }
         with self.path.open("a") as f:
             f.write(json.dumps(clean) + "\n")
+        if self.tb is not None:
+            step = int(record["step"])
+            for k, v in record.items():
+                if k == "step" or not isinstance(v, int | float | np.number):
+                    continue
+                # TensorBoard tags take no "@": val_bpp@16 -> val/bpp/lambda_16.
+                tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                tag = tag.replace("@", "/lambda_")
+                self.tb.add_scalar(tag, float(v), step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        """Closes the TensorBoard writer (the JSON lines are closed after every record)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
 
 def progress_line(step: int, total: int, m: dict[str, float], steps_per_s: float) -> str:
@@ -509,7 +543,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         if config.init_from:
             state = state.replace(params=_init_from(config, trainer, state.params, log))
     key = jax.random.key(int(config.seed) + 1)
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, bool(config.get("tensorboard", False)))
     val = validation_batches(config) if int(config.eval_every) > 0 else None
     start = int(state.step)
     if start >= total:
@@ -546,6 +580,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     mgr.wait_until_finished()
     mgr.close()
     train_iter.close()
+    writer.close()
     if config.export_on_finish and jax.process_index() == 0:
         out = checkpoint.export(config, state.params, workdir / "export", int(state.step))
         log(f"exported the inference model to {out}")
