@@ -79,7 +79,7 @@ class Codec(nn.Module):
         if self.model.variable_rate:
             lm = self.model.lmbda
             self.lmbda_embedding = LambdaEmbedding(int(lm.embedding), float(lm.min), float(lm.max))
-            if lm.get("gain", False):
+            if self.has_gain:
                 self.latent_gain = LatentGain(
                     int(self.model.latent_channels), float(lm.min), float(lm.max)
                 )
@@ -158,11 +158,9 @@ class Codec(nn.Module):
         With a gain the context model sees ``y_hat / gain`` and its mean and scale are multiplied
         by the gain: a step of ``1 / gain`` in y's own units.
         """
-        gain = self.gain(lmbda)
-        if gain is None:
-            return self.context.group_params(hyper, y_hat, k)
-        mu, scale = self.context.group_params(hyper, y_hat / gain, k)
-        return mu * gain, scale * gain
+        return self._gained_params(
+            lambda h, y: self.context.group_params(h, y, k), hyper, y_hat, self.gain(lmbda)
+        )
 
     def fill_group(
         self,
@@ -178,13 +176,20 @@ class Codec(nn.Module):
             return self.context.fill_group(hyper, y_hat, k, values)  # a pure write
         return self.context.fill_group(hyper, y_hat / gain, k, values / gain) * gain
 
+    @staticmethod
+    def _gained_params(
+        params_fn: Any, hyper: jax.Array, y_ctx: jax.Array, gain: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``params_fn`` (mean, scale of y) run on ``y_ctx / gain``, its outputs times the gain."""
+        if gain is None:
+            return params_fn(hyper, y_ctx)
+        mu, scale = params_fn(hyper, y_ctx / gain)
+        return mu * gain, scale * gain
+
     def _one_pass_params(
         self, hyper: jax.Array, y_ctx: jax.Array, gain: jax.Array | None
     ) -> tuple[jax.Array, jax.Array]:
-        if gain is None:
-            return self.context.one_pass_params(hyper, y_ctx)
-        mu, scale = self.context.one_pass_params(hyper, y_ctx / gain)
-        return mu * gain, scale * gain
+        return self._gained_params(self.context.one_pass_params, hyper, y_ctx, gain)
 
     def _one_pass_training_params(
         self, hyper: jax.Array, y: jax.Array, y_tilde: jax.Array, gain: jax.Array | None = None
