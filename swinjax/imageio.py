@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from swinjax.atomic import write_atomic
 from swinjax.coding import container
 
 __all__ = [
@@ -282,11 +282,8 @@ def save_png(
 ) -> pathlib.Path:
     """Writes ``uint8 [H, W, 3]`` as an RGB PNG, atomically and without clobbering by default.
 
-    The PNG is written to a temporary file in the destination directory (same file system) and
-    only then moved into place, so a crash or a full disk never leaves a half-written image under
-    the final name. Without ``overwrite`` the move is a hard link, which fails atomically if the
-    name appeared in the meantime; on file systems without hard links an existence check plus
-    ``os.replace`` is used instead.
+    Written by :func:`swinjax.atomic.write_atomic`, so a crash or a full disk never leaves a
+    half-written image under the final name, and an existing file is only replaced when asked.
 
     Args:
         path: destination file; its directory must exist.
@@ -308,57 +305,12 @@ def save_png(
             f"save_png expects a uint8 [H, W, 3] array with H, W > 0, got {arr.dtype}"
             f"{list(arr.shape)} (convert float images with to_uint8)"
         )
-    dest = pathlib.Path(path)
-    parent = dest.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{dest}: directory {parent} does not exist")
-    if not overwrite and dest.exists():
-        raise FileExistsError(f"{dest}: already exists; not overwritten (use overwrite/--force)")
-    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{dest.name}.", suffix=".tmp")
-    tmp = pathlib.Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(arr)).save(
-                f, format="PNG", compress_level=compress_level
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        if overwrite:
-            os.replace(tmp, dest)
-        else:
-            try:
-                os.link(tmp, dest)
-            except FileExistsError:
-                raise FileExistsError(
-                    f"{dest}: already exists; not overwritten (use overwrite/--force)"
-                ) from None
-            except OSError:  # no hard links here (some network/FUSE file systems)
-                if dest.exists():
-                    raise FileExistsError(
-                        f"{dest}: already exists; not overwritten (use overwrite/--force)"
-                    ) from None
-                os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would race with other threads).
-
-    ``mkstemp`` creates the temporary file with mode 0600; the final PNG gets the permissions any
-    newly created file would get. Linux exposes the umask in ``/proc/self/status``; elsewhere
-    the common default 022 is assumed.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
+    pil = Image.fromarray(np.ascontiguousarray(arr))
+    return write_atomic(
+        path,
+        lambda f: pil.save(f, format="PNG", compress_level=compress_level),
+        overwrite=overwrite,
+    )
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

@@ -33,18 +33,18 @@ interpolant (PCHIP, Fritsch & Carlson 1980), both interpolants are integrated ex
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from swinjax.atomic import write_atomic
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_WINDOW = 11
@@ -335,23 +335,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> pathlib.Path:
-    """Writes ``obj`` as indented JSON through a temporary file renamed into place.
+    """Writes ``obj`` as indented JSON with :func:`swinjax.atomic.write_atomic`.
 
     Non-finite floats are written as ``null`` so the file is strict JSON that any reader
     (including CompressAI's plotting script) accepts.
     """
-    dest = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return dest
+    text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
+    return write_atomic(path, text.encode())
 
 
 def compressai_json(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from swinjax import imageio
+from swinjax import atomic
 from swinjax.imageio import ImageError, image_size, load_image, save_png, to_float, to_uint8
 
 BSDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bsds500"
@@ -255,7 +255,7 @@ def test_save_png_rejects_bad_arrays_and_missing_dirs(tmp_path):
 
 def test_save_png_gives_normal_permissions(tmp_path):
     path = save_png(tmp_path / "perm.png", _rgb())
-    assert path.stat().st_mode & 0o777 == 0o666 & ~imageio._umask()
+    assert path.stat().st_mode & 0o777 == 0o666 & ~atomic._umask()
 
 
 def test_to_float_and_to_uint8_roundtrip_every_level():
