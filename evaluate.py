@@ -40,8 +40,8 @@ def _names(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``evaluate.py``."""
-    from swinjax.checkpoint import DEFAULT_MODEL, shipped_models
     from swinjax.evaluation import DEFAULT_CODECS, DEFAULT_DATA, DEFAULT_PLOT
+    from swinjax.export import DEFAULT_MODEL, shipped_models
 
     shipped = list(shipped_models())
 
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except evaluation.EvaluationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(evaluation.format_report(report))
+    print(evaluation.format_table(report))
     return 0
 
 

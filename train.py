@@ -52,12 +52,18 @@ def run(argv: Sequence[str]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point used by tests: ``main(["train.py", "--config", ...])``; returns exit status."""
+    """Entry point used by tests: ``main(["train.py", "--config", ...])``; returns exit status.
+
+    A user's mistake (a config that cannot work, missing data or weights, a diverging run) is one
+    line on stderr and status 1 (2 for bad flags); anything else is a bug and keeps its traceback.
+    """
+    from swinjax.config_utils import ConfigError
+    from swinjax.data import DataConfigError
     from swinjax.train_lib import NonFiniteError
 
     try:
         run(sys.argv if argv is None else argv)
-    except (NonFiniteError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataConfigError, NonFiniteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except flags.Error as e:

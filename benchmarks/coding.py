@@ -200,7 +200,7 @@ def codec_times(name: str, image_path: str, repeats: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from swinjax import checkpoint
+    from swinjax import checkpoint, export
     from swinjax.compression import ImageCodec
     from swinjax.config_utils import load_config
     from swinjax.imageio import load_image
@@ -212,7 +212,7 @@ def codec_times(name: str, image_path: str, repeats: int) -> dict[str, Any]:
     x0 = jnp.zeros((1, 64, 64, 3), jnp.float32)
     params = jax.jit(codec.init)(jax.random.key(0), x0, jnp.ones((1,)), jax.random.key(1))
     with tempfile.TemporaryDirectory() as tmp:
-        ic = ImageCodec(checkpoint.load_model(checkpoint.export(config, params, tmp)))
+        ic = ImageCodec(checkpoint.load_model(export.export(config, params, tmp)))
     img = load_image(image_path)
     lm = 128.0 if config.model.variable_rate else None
     data = ic.compress(img, lm)  # compile

@@ -72,23 +72,23 @@ def make_image(h: int, w: int, seed: int = 5) -> np.ndarray:
 
 
 def _codec(ckpt: str) -> Any:
-    from swinjax.evaluation import open_codec
+    from swinjax.codec_cache import open_codec
 
     return open_codec(ckpt)
 
 
 def case(ckpt: str, h: int, w: int, tile: int, lmbda: float | None, repeats: int) -> dict:
     """One (size, tile) measurement in this process (run by :func:`run_case` in a child)."""
-    from swinjax import cli
+    from swinjax.coding import tiled
 
     codec = _codec(ckpt)
     img = make_image(h, w)
 
     def enc() -> bytes:
-        return cli.compress_tiled(codec, img, lmbda, tile) if tile else codec.compress(img, lmbda)
+        return tiled.compress_tiled(codec, img, lmbda, tile) if tile else codec.compress(img, lmbda)
 
     def dec(data: bytes) -> np.ndarray:
-        return cli.decompress_tiled(codec, data) if tile else codec.decompress(data)
+        return tiled.decompress_tiled(codec, data) if tile else codec.decompress(data)
 
     t0 = time.perf_counter()
     data = enc()
@@ -139,7 +139,8 @@ def tiling_bd(ckpt: str, tile: int, n_images: int) -> dict:
     """BD-rate (PSNR) of tiled against whole-image coding on Kodak images, 4 lambdas."""
     from PIL import Image
 
-    from swinjax import cli, metrics
+    from swinjax import metrics
+    from swinjax.coding import tiled
 
     codec = _codec(ckpt)
     model = codec.model
@@ -160,8 +161,8 @@ def tiling_bd(ckpt: str, tile: int, n_images: int) -> dict:
                     data = codec.compress(img, lm)
                     out = codec.decompress(data)
                 else:
-                    data = cli.compress_tiled(codec, img, lm, tile)
-                    out = cli.decompress_tiled(codec, data)
+                    data = tiled.compress_tiled(codec, img, lm, tile)
+                    out = tiled.decompress_tiled(codec, data)
                 b.append(len(data) * 8 / (img.shape[0] * img.shape[1]))
                 p.append(metrics.psnr(img, out))
             bpp.append(float(np.mean(b)))
@@ -179,7 +180,6 @@ def tiling_bd(ckpt: str, tile: int, n_images: int) -> dict:
 def _export_config(spec: str) -> str:
     import jax
 
-    from swinjax import checkpoint
     from swinjax.config_utils import load_config
     from swinjax.models import build_codec
 
@@ -188,7 +188,9 @@ def _export_config(spec: str) -> str:
     x = np.zeros((1, 64, 64, 3), np.float32)
     params = jax.jit(codec.init)(jax.random.key(0), x, np.ones((1,), np.float32), jax.random.key(1))
     out = pathlib.Path(tempfile.mkdtemp(prefix="highres-export-"))
-    checkpoint.export(config, params, out)
+    from swinjax.export import export
+
+    export(config, params, out)
     return str(out)
 
 

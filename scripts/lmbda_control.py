@@ -47,17 +47,10 @@ def arm_config(spec: str, arg: str, steps: int) -> Any:
 def measure(config: Any, workdir: pathlib.Path) -> dict[str, float]:
     """Training validation of the arm's latest checkpoint (min / middle / max lambda)."""
     trainer = train_lib.Trainer(config)
-    mgr = checkpoint.checkpoint_manager(workdir, config)
-    step = mgr.latest_step()
-    restored = mgr.restore(
-        step,
-        args=train_lib.ocp_args().Composite(
-            state=train_lib.ocp_args().StandardRestore(train_lib.restore_target(trainer))
-        ),
-    )
-    mgr.close()
+    step = checkpoint.latest_step(workdir)
+    params = checkpoint.restore_params(workdir, step, config.model)
     batches = train_lib.validation_batches(config)
-    return {"step": int(step), **train_lib.validate(trainer, restored.state.params, batches)}
+    return {"step": int(step), **train_lib.validate(trainer, params, batches)}
 
 
 def main(argv: list[str] | None = None) -> int:

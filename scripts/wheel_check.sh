@@ -56,14 +56,14 @@ import importlib.metadata as md
 import sys
 
 import swinjax
-from swinjax.checkpoint import shipped_models
+from swinjax.export import shipped_models
 
 assert "site-packages" in swinjax.__file__, swinjax.__file__
 print("python", sys.version.split()[0], "swinjax", swinjax.__version__, "from", swinjax.__file__)
 print("shipped models:", {k: str(v) for k, v in shipped_models().items()})
 print(", ".join(f"{p} {md.version(p)}" for p in ("jax", "flax", "numpy", "pillow", "imagecodecs")))
 EOF
-"$VPY" -c "import swinjax; from swinjax.checkpoint import shipped_models; \
+"$VPY" -c "import swinjax; from swinjax.export import shipped_models; \
 print(swinjax.__version__, sorted(shipped_models()))"
 
 step "making a test image with Pillow"

@@ -1,379 +1,178 @@
-"""Checkpoints (Orbax: train state + data iterator) and the exported inference model.
+"""Training checkpoints (Orbax): the train state and the data iterator of a workdir.
 
 Training checkpoints live in ``workdir/checkpoints/<step>/`` with two items: ``state`` (the whole
-:class:`~swinjax.train_lib.TrainState`, sharded arrays saved by every process) and ``data`` (the
-grain iterator state, one file per process). Saving is asynchronous and keeps the newest
-``keep_checkpoints``; a run restarted with the same workdir resumes from the latest complete one.
+train state: parameters, optimizer state, counters; sharded arrays saved by every process) and
+``data`` (the grain iterator state, one file per process). Saving is asynchronous and keeps the
+newest ``keep_checkpoints``; a run restarted with the same workdir resumes from the newest one
+that reads (:func:`restore_newest_readable`).
 
-The *export* is what compress, decompress and evaluation load: a directory with ``model.json``
-(format, model id, config hash, the model config, the step, the stored parameter dtype),
-``params.msgpack`` (Flax serialization of the parameters, host numpy arrays, float32 or float16)
-and ``tables.npz`` (the integer coding tables of z and y, built once by :func:`build_tables` and
-never rebuilt when decoding).
-
-*Shipped models* are exports inside the package (``swinjax/weights/<name>/``, package data, found
-through :mod:`importlib.resources`), so an installed swinjax compresses, decompresses and
-evaluates without a checkpoint of the user's own: :func:`resolve_ckpt` turns ``--ckpt`` (a name,
-a path, or nothing for :data:`DEFAULT_MODEL`) into a directory, and :func:`shipped_model_for`
-finds the model that wrote a file from the model id in its header.
+Inference needs only the parameters: :func:`restore_params` reads them alone (no optimizer state,
+no trainer), and :func:`load_model` turns a workdir into an export (:mod:`swinjax.export`) on the
+fly, so ``--ckpt`` takes a workdir wherever it takes an export.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import json
 import os
 import pathlib
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from typing import Any
 
-import flax.serialization
 import jax
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-EXPORT_FORMAT = "swinjax-export"
-EXPORT_VERSION = 1
-# Dtypes parameters may be stored in. float16 halves the size of a shipped model (a wheel should
-# stay small); loaders always get float32 back. Exports without the field are float32.
-PARAM_DTYPES = ("float32", "float16")
-# The shipped model that compress, evaluate.py and load_model() use when no --ckpt is given.
-DEFAULT_MODEL = "swincoder-ref"
+from swinjax.export import (
+    ExportedModel,
+    abstract_params,
+    export,
+    load_export,
+    resolve_ckpt,
+    to_config,
+)
+
+__all__ = [
+    "checkpoint_manager",
+    "latest_step",
+    "load_model",
+    "restore_newest_readable",
+    "restore_params",
+    "save",
+]
 
 
-def config_hash(model: Any) -> str:
-    """A stable 16-hex-digit hash of the model config (stored in files and exports)."""
-    d = model.to_dict() if hasattr(model, "to_dict") else dict(model)
-    blob = json.dumps(d, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def _ocp() -> Any:
+    """``orbax.checkpoint``, imported when first needed (it is slow to import)."""
+    import orbax.checkpoint as ocp
+
+    return ocp
 
 
-def checkpoint_manager(workdir: str | pathlib.Path, config: Any) -> ocp.CheckpointManager:
-    """The Orbax manager of a workdir (async saves, keeps ``config.keep_checkpoints``)."""
+def checkpoint_manager(workdir: str | os.PathLike, keep: int) -> Any:
+    """The Orbax ``CheckpointManager`` of a workdir (async saves, keeps the newest ``keep``)."""
+    ocp = _ocp()
     path = pathlib.Path(workdir).resolve() / "checkpoints"
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=int(config.keep_checkpoints),
-        enable_async_checkpointing=True,
-        create=True,
+        max_to_keep=int(keep), enable_async_checkpointing=True, create=True
     )
     return ocp.CheckpointManager(path, options=options, item_names=("state", "data"))
 
 
-@dataclass
-class ExportedModel:
-    """An inference checkpoint: config, parameters and coding tables."""
+def save(mgr: Any, step: int, state: Any, data_iter: Any) -> None:
+    """Starts saving ``state`` and the grain iterator's position as checkpoint ``step``."""
+    import grain
 
-    model: ml_collections.ConfigDict
-    params: Any
-    tables: dict[str, np.ndarray]
-    model_id: str
-    config_hash: str
-    step: int
-    path: pathlib.Path | None = None  # the export directory it was read from
-    param_dtype: str = "float32"  # how params.msgpack stores them (params here are float32)
-
-
-def build_tables(codec: Any, params: Any) -> dict[str, np.ndarray]:
-    """Builds the integer coding tables of z (factorized) and y (Gaussian) from parameters.
-
-    The explicit, typed table-building step (tfc ``_build_tables``, CompressAI ``update()``):
-    run once at export, stored with the model, loaded as data by the decoder.
-    """
-    from swinjax.entropy.factorized import trim_table_inputs
-    from swinjax.entropy.gaussian import scale_table
-    from swinjax.entropy.tables import build_factorized_tables, build_gaussian_tables
-
-    raw = trim_table_inputs(codec.apply(params, method=codec.z_table_inputs))
-    z = build_factorized_tables(raw["pmf"], raw["length"], raw["offset"], raw["tail_mass"])
-    y = build_gaussian_tables(scale_table())
-    out = {f"z_{k}": v for k, v in z.to_arrays().items()}
-    out.update({f"y_{k}": v for k, v in y.to_arrays().items()})
-    return out
+    ocp = _ocp()
+    mgr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)
+        ),
+    )
 
 
-def _leaf_name(path: tuple) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+def restore_newest_readable(
+    workdir: str | os.PathLike,
+    keep: int,
+    target: Any,
+    data_iter: Any,
+    log: Callable[[str], None] = print,
+) -> tuple[Any, Any]:
+    """The checkpoint manager and the newest checkpoint that restores (None: start afresh).
 
+    A checkpoint that cannot be read (truncated or half-written files, e.g. a disk that filled
+    up or a copy cut short) is moved aside to ``<step>.unreadable`` (kept, not deleted), with a
+    one-line message naming the step and the reason, and the previous one is tried: a long run
+    resumes from its last good state instead of stopping on a storage-library traceback.
 
-def round_params(params: Any, param_dtype: str) -> tuple[Any, Any]:
-    """Floating-point parameters as stored in ``param_dtype``, and as a loader gets them back.
+    Args:
+        workdir: the training workdir.
+        keep: how many checkpoints the manager keeps.
+        target: the abstract train state (shapes, dtypes and shardings) to restore into.
+        data_iter: the grain iterator whose position is restored with the state.
+        log: where the one-line messages go.
 
     Returns:
-        ``(stored, loaded)``: host numpy trees; ``stored`` has every floating leaf in
-        ``param_dtype``, ``loaded`` is ``stored`` cast back to float32 (for float32 both are the
-        parameters themselves). Tables built from ``loaded`` match what a decoder loads exactly.
-
-    Raises:
-        ValueError: an unknown dtype, or a finite parameter that ``param_dtype`` cannot hold
-            (float16 overflows above 65504): storing it would silently break the model.
+        ``(manager, restored)``; ``restored.state`` and ``restored.data`` or ``None``.
     """
-    if param_dtype not in PARAM_DTYPES:
-        raise ValueError(f"param_dtype must be one of {PARAM_DTYPES}, got {param_dtype!r}")
-    host = jax.tree.map(np.asarray, jax.device_get(params))
-    if param_dtype == "float32":
-        return host, host
-    dtype = np.dtype(param_dtype)
+    import grain
 
-    def store(path: tuple, a: np.ndarray) -> np.ndarray:
-        if not np.issubdtype(a.dtype, np.floating):
-            return a
-        with np.errstate(over="ignore"):
-            b = a.astype(dtype)
-        bad = np.isfinite(a) & ~np.isfinite(b)
-        if bad.any():
-            raise ValueError(
-                f"parameter {_leaf_name(path)} holds {float(np.abs(a[bad]).max()):g}, beyond "
-                f"{param_dtype}'s range: export it as float32"
+    ocp = _ocp()
+    workdir = pathlib.Path(workdir).resolve()
+
+    def args() -> Any:
+        return ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            data=grain.checkpoint.CheckpointRestore(data_iter),
+        )
+
+    mgr = checkpoint_manager(workdir, keep)
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            return mgr, mgr.restore(step, args=args())
+        except Exception as err:  # noqa: BLE001 - Orbax/tensorstore raise many kinds
+            reason = (str(err).strip().splitlines() or [""])[0][:200]
+            bad = workdir / "checkpoints" / str(step)
+            aside = bad.with_name(f"{step}.unreadable")
+            log(
+                f"checkpoint at step {step} is unreadable ({type(err).__name__}: {reason}); "
+                f"moved to {aside.name}, trying the previous one"
             )
-        return b
+            mgr.close()
+            if jax.process_index() == 0:
+                if aside.exists():
+                    aside = bad.with_name(f"{step}.unreadable-{int(time.time())}")
+                bad.rename(aside)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
 
-    stored = jax.tree_util.tree_map_with_path(store, host)
-    loaded = jax.tree.map(
-        lambda a: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a, stored
-    )
-    return stored, loaded
+                multihost_utils.sync_global_devices(f"swinjax-skip-checkpoint-{step}")
+            mgr = checkpoint_manager(workdir, keep)
+    return mgr, None
 
 
-def export(
-    config: Any,
-    params: Any,
-    out_dir: str | pathlib.Path,
-    step: int = 0,
-    param_dtype: str = "float32",
-) -> pathlib.Path:
-    """Writes an export directory (model.json, params.msgpack, tables.npz) and returns its path.
+def latest_step(workdir: str | os.PathLike) -> int | None:
+    """The newest complete checkpoint step of a workdir (``None``: none)."""
+    mgr = checkpoint_manager(workdir, 1)
+    try:
+        return mgr.latest_step()
+    finally:
+        mgr.close()
+
+
+def restore_params(workdir: str | os.PathLike, step: int, model: Any) -> Any:
+    """The parameters alone of checkpoint ``step``, as host numpy arrays.
+
+    Only the ``params`` subtree of the saved train state is read (Orbax partial restore): the
+    optimizer state, which is twice as large, stays on disk, and no trainer is built.
 
     Args:
-        config: the training config (with ``.model``) or the model config itself.
-        params: the parameters (device or host arrays).
-        out_dir: the export directory (created if needed; files in it are replaced).
-        step: the training step, recorded in model.json.
-        param_dtype: ``"float32"`` or ``"float16"``, how ``params.msgpack`` stores floating
-            parameters. float16 halves the size (for models shipped in the package); the coding
-            tables are then built from the float16-rounded parameters, so that the encoder, the
-            decoder and the tables all see exactly what :func:`load_export` returns.
-
-    Raises:
-        ValueError: see :func:`round_params`.
+        workdir: the training workdir.
+        step: a step of :func:`latest_step` or ``all_steps``.
+        model: the model config the checkpoint was trained with.
     """
-    from swinjax.models import build_codec
-
-    out = pathlib.Path(out_dir)
-    stored, loaded = round_params(params, param_dtype)
-    codec = build_codec(config)
-    tables = build_tables(codec, loaded)
-    out.mkdir(parents=True, exist_ok=True)
-    model = config.model if hasattr(config, "model") else config
-    meta = {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "model_id": str(model.id),
-        "config_hash": config_hash(model),
-        "step": int(step),
-        "param_dtype": param_dtype,
-        "model": model.to_dict(),
-    }
-    tmp = out / "params.msgpack.tmp"
-    tmp.write_bytes(flax.serialization.msgpack_serialize(stored))
-    tmp.replace(out / "params.msgpack")
-    with (out / "tables.npz.tmp").open("wb") as f:
-        np.savez(f, **tables)
-    (out / "tables.npz.tmp").replace(out / "tables.npz")
-    # model.json last and atomically: its presence marks a complete export.
-    (out / "model.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    (out / "model.json.tmp").replace(out / "model.json")
-    return out
-
-
-def _to_config(d: dict[str, Any]) -> ml_collections.ConfigDict:
-    def tuples(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: tuples(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return tuple(tuples(x) for x in v)
-        return v
-
-    return ml_collections.ConfigDict(tuples(d))
-
-
-def load_export(path: str | pathlib.Path) -> ExportedModel:
-    """Loads an export directory written by :func:`export`.
-
-    Raises:
-        FileNotFoundError / ValueError: with a message naming the missing or bad file.
-    """
-    p = pathlib.Path(path)
-    meta_path = p / "model.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{p} is not a swinjax export (no model.json)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{meta_path} is not a swinjax export")
-    if int(meta.get("version", -1)) != EXPORT_VERSION:
-        raise ValueError(f"unsupported export version {meta.get('version')} in {meta_path}")
-    param_dtype = meta.get("param_dtype", "float32")
-    if param_dtype not in PARAM_DTYPES:
-        raise ValueError(f"unsupported param_dtype {param_dtype!r} in {meta_path}")
-    model = _to_config(meta["model"])
-    from swinjax.models import build_codec
-
-    codec = build_codec(model)
-    abstract = jax.eval_shape(lambda: _init_params(codec))
-    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
-    params = flax.serialization.msgpack_restore((p / "params.msgpack").read_bytes())
-    params = flax.serialization.from_state_dict(target, params)
-
-    def as_target(path: tuple, a: Any, t: np.ndarray) -> np.ndarray:
-        # float16 exports come back as float32: every program runs on what the tables were
-        # built from (the float16-rounded values), whatever the storage dtype.
-        a = np.asarray(a)
-        if a.shape != t.shape:
-            raise ValueError(
-                f"{p / 'params.msgpack'}: parameter {_leaf_name(path)} has shape {a.shape}, "
-                f"the model in model.json expects {t.shape}"
-            )
-        return a.astype(t.dtype, copy=False)
-
-    params = jax.tree_util.tree_map_with_path(as_target, params, target)
-    with np.load(p / "tables.npz") as f:
-        tables = {k: f[k] for k in f.files}
-    return ExportedModel(
-        model,
-        params,
-        tables,
-        meta["model_id"],
-        meta["config_hash"],
-        int(meta["step"]),
-        p,
-        param_dtype,
-    )
-
-
-def _init_params(codec: Any) -> Any:
-    import jax.numpy as jnp
-
-    from swinjax.transforms import downsampling_factor
-
-    f = downsampling_factor(codec.model)
-    x = jnp.zeros((1, f, f, 3), jnp.float32)
-    return codec.init(jax.random.key(0), x, jnp.ones((1,), jnp.float32), jax.random.key(1))
-
-
-# -- shipped models ------------------------------------------------------------------------------
-
-
-def shipped_root() -> pathlib.Path:
-    """The folder of the models shipped in the package (``swinjax/weights``).
-
-    Found through :mod:`importlib.resources`, so it is the installed package's folder in a
-    wheel install as well as the checkout's in an editable one.
-
-    Raises:
-        FileNotFoundError: swinjax is imported from an archive (e.g. a zip), not from files:
-            exports are read as files, so shipped models need a normal installation.
-    """
-    root = importlib.resources.files("swinjax").joinpath("weights")
-    if not isinstance(root, pathlib.Path):
-        raise FileNotFoundError(
-            f"swinjax is imported from {root}, not from files: shipped models need swinjax "
-            "installed as files (pip install)"
+    ocp = _ocp()
+    path = pathlib.Path(workdir).resolve() / "checkpoints" / str(step) / "state"
+    abstract = {"params": abstract_params(model)}
+    restore_args = jax.tree.map(lambda s: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        restored = ckptr.restore(
+            path,
+            args=ocp.args.PyTreeRestore(
+                item=abstract, restore_args=restore_args, partial_restore=True
+            ),
         )
-    return root
-
-
-def shipped_models() -> dict[str, pathlib.Path]:
-    """The shipped models, name -> export directory, sorted by name (none: empty).
-
-    A name is a folder of :func:`shipped_root` holding a ``model.json``; it is what ``--ckpt
-    NAME`` selects.
-    """
-    try:
-        root = shipped_root()
-    except FileNotFoundError:
-        return {}
-    if not root.is_dir():
-        return {}
-    return {d.name: d for d in sorted(root.iterdir()) if (d / "model.json").is_file()}
-
-
-def _shipped_list() -> str:
-    names = list(shipped_models())
-    return ", ".join(names) if names else "none"
-
-
-def shipped_model_for(model_id: str, config_hash: str | None = None) -> pathlib.Path:
-    """The shipped model whose model id is ``model_id``: the decoder of a file with that id.
-
-    Files name the model that wrote them (the container header's ``model_id``), so a file can be
-    decoded without being told the model, as long as that model is shipped. When several shipped
-    models share the id, the one whose config hash matches ``config_hash`` is preferred.
-
-    Raises:
-        FileNotFoundError: no shipped model has this id (the message lists the shipped ones).
-    """
-    metas = {name: _read_meta(path) for name, path in shipped_models().items()}
-    # Exact config hash first, then by name: deterministic when several share the id.
-    found = sorted(
-        (m.get("config_hash") != config_hash, name)
-        for name, m in metas.items()
-        if m.get("model_id") == model_id
-    )
-    if not found:
-        listed = ", ".join(f"{n} (model id {m.get('model_id')})" for n, m in metas.items())
-        raise FileNotFoundError(
-            f"no shipped model has model id {model_id!r} (shipped: {listed or 'none'})"
-        )
-    return shipped_models()[found[0][1]]
-
-
-def _read_meta(export_dir: pathlib.Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((export_dir / "model.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def resolve_ckpt(arg: str | os.PathLike | None) -> pathlib.Path:
-    """The directory that ``--ckpt`` means: a path as given, or a shipped model by name.
-
-    Args:
-        arg: an existing path (export directory or training workdir, used as is: it wins over a
-            shipped model of the same name), the name of a shipped model (see
-            :func:`shipped_models`), or ``None`` for :data:`DEFAULT_MODEL`.
-
-    Raises:
-        FileNotFoundError: ``arg`` is neither an existing path nor a shipped name, or the default
-            model is not shipped; the one-line message lists the shipped names.
-    """
-    if arg is None:
-        path = shipped_models().get(DEFAULT_MODEL)
-        if path is None:
-            raise FileNotFoundError(
-                f"the default model {DEFAULT_MODEL!r} is not shipped with this installation "
-                f"(shipped: {_shipped_list()}); give --ckpt"
-            )
-        return path
-    p = pathlib.Path(arg)
-    if p.exists():
-        return p
-    path = shipped_models().get(str(arg))
-    if path is None:
-        raise FileNotFoundError(
-            f"{str(arg)!r} is neither an existing path (export directory or training workdir) "
-            f"nor a shipped model (shipped: {_shipped_list()})"
-        )
-    return path
+    return restored["params"]
 
 
 def load_model(path: str | os.PathLike | None = None) -> ExportedModel:
     """Loads ``--ckpt``: a shipped model's name, an export directory or a training workdir.
 
-    ``path`` is resolved by :func:`resolve_ckpt` (``None``: the shipped :data:`DEFAULT_MODEL`).
-    A workdir's latest checkpoint is exported on the fly into ``workdir/export-<step>`` (kept as a
-    cache: later loads of the same step read it directly).
+    ``path`` is resolved by :func:`swinjax.export.resolve_ckpt` (``None``: the shipped
+    :data:`swinjax.export.DEFAULT_MODEL`). A workdir's latest checkpoint is exported on the fly
+    into ``workdir/export-<step>`` (kept as a cache: later loads of the same step read it
+    directly), from its parameters alone.
 
     Raises:
         FileNotFoundError: not a shipped name, and neither an export nor a workdir with
@@ -388,22 +187,11 @@ def load_model(path: str | os.PathLike | None = None) -> ExportedModel:
             f"{p} is neither an export directory (model.json) nor a training workdir "
             "(config.json + checkpoints/)"
         )
-    config = _to_config(json.loads(cfg_path.read_text()))
-    mgr = checkpoint_manager(p, config)
-    step = mgr.latest_step()
+    config = to_config(json.loads(cfg_path.read_text()))
+    step = latest_step(p)
     if step is None:
         raise FileNotFoundError(f"{p / 'checkpoints'} holds no complete checkpoint")
     cache = p / f"export-{step}"
-    if (cache / "model.json").is_file():
-        mgr.close()
-        return load_export(cache)
-    from swinjax import sharding
-    from swinjax.train_lib import Trainer, restore_target
-
-    trainer = Trainer(config, mesh=sharding.make_mesh(1, 1, devices=jax.devices()[:1]))
-    restored = mgr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(restore_target(trainer)))
-    )
-    mgr.close()
-    export(config, restored.state.params, cache, step)
+    if not (cache / "model.json").is_file():
+        export(config, restore_params(p, step, config.model), cache, step)
     return load_export(cache)

@@ -23,6 +23,7 @@ from swinjax.coding import container
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
+    "has_alpha",
     "image_size",
     "load_image",
     "save_png",
@@ -197,6 +198,18 @@ def image_size(
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return height, width
+
+
+def has_alpha(path: str | os.PathLike) -> bool:
+    """Whether the image has transparency, which :func:`load_image` drops (the codec is RGB).
+
+    Read from the header only; an unreadable file has none (loading it reports the problem).
+    """
+    try:
+        with Image.open(path) as im:
+            return im.mode in _ALPHA_MODES or "transparency" in im.info
+    except Exception:  # noqa: BLE001 - any unreadable file: load_image says why
+        return False
 
 
 def load_image(

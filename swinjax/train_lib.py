@@ -1,4 +1,8 @@
-"""Rate-distortion training: train state, optimizers, the sharded step and the loop.
+"""Rate-distortion training: the train state, the sharded step, validation and the loop.
+
+Optimizers are in :mod:`swinjax.optim`, the terminal and metric records in
+:mod:`swinjax.train_log`, checkpoints in :mod:`swinjax.checkpoint` and the config's checks in
+:func:`swinjax.config_utils.validate_train_config`.
 
 The step is one ``jax.jit`` with explicit shardings and a donated state. Random
 draws (lambda per example, quantization noise) come from ``fold_in(seed key, step)`` over global
@@ -11,9 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -24,8 +26,11 @@ import numpy as np
 import optax
 
 from swinjax import losses, sharding
+from swinjax.config_utils import ConfigError, validate_train_config
 from swinjax.lmbda import lmbda_range
 from swinjax.models import build_codec
+from swinjax.optim import freezes_encoder, learning_rate, make_disc_optimizer, make_optimizer
+from swinjax.train_log import MetricsWriter, log, progress_line, validation_line
 
 
 @flax.struct.dataclass
@@ -44,85 +49,6 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
 
 
-def _is_aux(path: tuple[Any, ...]) -> bool:
-    return any(getattr(k, "key", None) == "quantiles" for k in path)
-
-
-# The only parameter names AdamW decays: the weights of Dense layers (``layers.ops.Dense``,
-# ``nn.Dense``) and of convolutions (``Conv3x3`` is a Dense named "kernel" over im2col columns, so
-# its weight is ``.../kernel/kernel`` and its bias ``.../kernel/bias``; ``DepthwiseConv3x3`` holds a
-# ``kernel [3, 3, C]``). An allow-list, so a new kind of parameter is not decayed by default.
-DECAYED_PARAM_NAMES = frozenset({"kernel"})
-
-
-def _decays(path: tuple[Any, ...], leaf: Any) -> bool:
-    """AdamW weight-decay mask: True for Dense / convolution kernels, False for everything else.
-
-    Decided by the parameter's own name (the last key of its path), which must be in
-    :data:`DECAYED_PARAM_NAMES`. Not decayed, as in Swin (Liu et al. 2021): relative-position-bias
-    tables, learned embeddings and tokens (the grouped entropy model's ``null_kv``,
-    ``half_query``, ``half_content``), biases, LayerNorm scales, AdaLN layer scales; nor the
-    factorized density (``matrix*``, ``bias*``, ``factor*``) or its ``quantiles`` (aux optimizer).
-    """
-    names = [str(getattr(k, "key", "")) for k in path]
-    if not names or names[-1] not in DECAYED_PARAM_NAMES:
-        return False
-    if _is_aux(path) or "entropy_bottleneck" in names:
-        return False
-    return getattr(leaf, "ndim", 0) >= 2
-
-
-def learning_rate(config: Any) -> optax.Schedule:
-    """Linear warm-up to ``lr`` then cosine decay to ``lr * lr_final_fraction``."""
-    warm = max(int(config.warmup_steps), 1)
-    total = max(int(config.total_steps), warm + 1)
-    return optax.warmup_cosine_decay_schedule(
-        0.0, config.lr, warm, total, end_value=config.lr * config.lr_final_fraction
-    )
-
-
-def freezes_encoder(config: Any) -> bool:
-    """Perceptual stages in their default reading: only g_s trains (fixed rate)."""
-    return int(config.get("stage", 1)) >= 2 and bool(config.perceptual.freeze_encoder)
-
-
-def _label(config: Any) -> Any:
-    frozen = freezes_encoder(config)
-
-    def label(path: tuple[Any, ...], _: Any) -> str:
-        if frozen:
-            return "main" if any(getattr(k, "key", None) == "g_s" for k in path) else "frozen"
-        return "aux" if _is_aux(path) else "main"
-
-    return label
-
-
-def make_optimizer(config: Any, params: Any) -> optax.GradientTransformation:
-    """AdamW (beta = 0.9, 0.999) with clipping for the model; Adam for the quantiles.
-
-    The quantiles of the factorized prior get their own optimizer (tfc / CompressAI "aux"
-    parameters, as in CompressAI) through ``optax.multi_transform``. In the perceptual stages'
-    default reading everything but g_s is frozen (``optax.set_to_zero``: no update, no decay), so
-    the encoder, the entropy models and their coding tables stay bit-identical.
-    """
-    labels = jax.tree_util.tree_map_with_path(_label(config), params)
-    decay_mask = jax.tree_util.tree_map_with_path(_decays, params)
-    main = optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(
-            learning_rate(config), 0.9, 0.999, weight_decay=config.weight_decay, mask=decay_mask
-        ),
-    )
-    return optax.multi_transform(
-        {"main": main, "aux": optax.adam(config.aux_lr), "frozen": optax.set_to_zero()}, labels
-    )
-
-
-def make_disc_optimizer(config: Any) -> optax.GradientTransformation:
-    """Adam for the discriminator (Real-ESRGAN: beta = 0.9, 0.99)."""
-    return optax.adam(float(config.perceptual.d_lr), 0.9, 0.99)
-
-
 def lmbda_for_batch(config: Any, key: jax.Array, batch: int) -> jax.Array:
     """Per-example lambda: log-uniform in the model's range, or a fixed-rate model's value."""
     return lmbda_range(config).sample(key, batch)
@@ -134,13 +60,10 @@ class Trainer:
     def __init__(self, config: Any, mesh: jax.sharding.Mesh | None = None) -> None:
         """Builds the codec and the mesh (``config.mesh.data x config.mesh.fsdp``)."""
         self.config = config
-        self.codec = build_codec(config)
         self.mesh = mesh or sharding.make_mesh(int(config.mesh.data), int(config.mesh.fsdp))
+        validate_train_config(config, self.mesh.size)
+        self.codec = build_codec(config)
         b = int(config.batch_size)
-        if b % self.mesh.size:
-            raise ValueError(
-                f"batch_size={b} is not divisible by the {self.mesh.size} devices of the mesh"
-            )
         self.x_shape = (b, int(config.crop), int(config.crop), 3)
         self.stage = int(config.get("stage", 1))
         self.extra: dict[str, Any] = {}  # frozen inputs of the step (VGG19 weights)
@@ -173,13 +96,6 @@ class Trainer:
         from swinjax.models.vgg import VGG19Features, load_vgg19
 
         pc = config.perceptual
-        if not pc.vgg_weights:
-            raise FileNotFoundError(
-                f"stage {self.stage} needs VGG19 weights: set --config.perceptual.vgg_weights="
-                "/path/vgg19.npz (make it with scripts/convert_torch_weights.py; docs/weights.md)"
-            )
-        if len(pc.layers) != len(pc.layer_weights):
-            raise ValueError("perceptual.layers and perceptual.layer_weights differ in length")
         self.extra = {"vgg": load_vgg19(pc.vgg_weights, width=int(pc.vgg_width))}
         self.vgg = VGG19Features(layers=tuple(pc.layers), width=int(pc.vgg_width))
         weights = (float(w) for w in pc.layer_weights)
@@ -349,94 +265,12 @@ class Trainer:
         rate = losses.bpp(out["y_likelihoods"], out["z_likelihoods"], x.shape[1] * x.shape[2])
         return {"bpp": rate, "psnr_db": losses.psnr_db(dist)}
 
-    def evaluate(self, params: Any, x: jax.Array, lmbda: float) -> dict[str, jax.Array]:
-        """Per-example estimated bpp and PSNR of deterministic quantization at one lambda."""
+    def estimate(self, params: Any, x: jax.Array, lmbda: float) -> dict[str, jax.Array]:
+        """Per-example *estimated* bpp (likelihoods, no file) and PSNR at one lambda.
+
+        Deterministic quantization, as at test time; real files are :mod:`swinjax.evaluation`'s.
+        """
         return self._eval(params, x, jnp.asarray(lmbda, jnp.float32))
-
-
-def format_eta(seconds: float) -> str:
-    """``1h02m``, ``3m05s`` or ``12s``."""
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
-
-class MetricsWriter:
-    """Writes every logged record: ``workdir/metrics.jsonl`` and TensorBoard (process 0 only).
-
-    The JSON lines are the record of a run (a resumed run appends). TensorBoard event files go to
-    ``workdir/tensorboard`` when ``tensorboard`` is on and tensorboardX is installed (the
-    ``[tensorboard]`` extra): scalars under ``train/`` and ``val/`` (``val/bpp/lambda_16`` ...),
-    where users of TPU pods and GPU clusters look for them.
-    """
-
-    def __init__(self, workdir: pathlib.Path, tensorboard: bool = False) -> None:
-        """Opens the file for appending (a resumed run continues it)."""
-        self.enabled = jax.process_index() == 0
-        self.path = workdir / "metrics.jsonl"
-        self.tb: Any = None
-        if not self.enabled:
-            return
-        workdir.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                log(
-                    "TensorBoard: tensorboardX is not installed (pip install "
-                    "'swinjax[tensorboard]'); metrics go to metrics.jsonl only"
-                )
-            else:
-                self.tb = SummaryWriter(str(workdir / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Writes one record (floats rounded for readability in the JSON lines)."""
-        if not self.enabled:
-            return
-        clean = {
-            k: (round(float(v), 6) if isinstance(v, float | np.floating) else v)
-            for k, v in record.items()
-        }
-        with self.path.open("a") as f:
-            f.write(json.dumps(clean) + "\n")
-        if self.tb is not None:
-            step = int(record["step"])
-            for k, v in record.items():
-                if k == "step" or not isinstance(v, int | float | np.number):
-                    continue
-                # TensorBoard tags take no "@": val_bpp@16 -> val/bpp/lambda_16.
-                tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
-                tag = tag.replace("@", "/lambda_")
-                self.tb.add_scalar(tag, float(v), step)
-            self.tb.flush()
-
-    def close(self) -> None:
-        """Closes the TensorBoard writer (the JSON lines are closed after every record)."""
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
-
-
-def progress_line(step: int, total: int, m: dict[str, float], steps_per_s: float) -> str:
-    """The terminal progress line: step, loss parts, bpp, PSNR, steps/s, ETA."""
-    eta = (total - step) / steps_per_s if steps_per_s > 0 else float("inf")
-    extra = "".join(f"  {k} {m[k]:.4f}" for k in ("per", "style", "adv", "d_loss") if k in m)
-    return (
-        f"step {step}/{total}  loss {m['loss']:.4f}  bpp {m['bpp']:.4f}  "
-        f"mse {m['mse']:.5f}  psnr {m['psnr_db']:.2f} dB  aux {m['aux_loss']:.2f}{extra}  "
-        f"{steps_per_s:.2f} steps/s  ETA {format_eta(eta)}"
-    )
-
-
-def log(msg: str) -> None:
-    """Progress output of process 0, flushed immediately."""
-    if jax.process_index() == 0:
-        print(msg, file=sys.stderr, flush=True)
 
 
 @functools.lru_cache(maxsize=2)
@@ -484,12 +318,11 @@ def maybe_initialize_distributed() -> None:
 
 def restore_target(trainer: Trainer) -> Any:
     """Abstract train state with shardings: what Orbax restores into."""
-    abstract = jax.tree.map(
+    return jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
         trainer.abstract_state,
         trainer.state_shardings,
     )
-    return abstract
 
 
 def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
@@ -502,9 +335,8 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     Returns:
         The metrics of the final step (floats).
     """
-    import grain
-
     from swinjax import checkpoint, data
+    from swinjax.export import export
 
     maybe_initialize_distributed()
     workdir = pathlib.Path(workdir).resolve()
@@ -513,7 +345,6 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-    check_crop(config)
     train_files = data.find_images(
         data.resolve_dirs(config.data.train_dirs, purpose="train"), purpose="train"
     )
@@ -528,13 +359,9 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         cache_mb=float(config.data.get("cache_mb", data.DEFAULT_CACHE_MB)),
     )
 
-    def restore_args() -> Any:
-        return ocp_args().Composite(
-            state=ocp_args().StandardRestore(restore_target(trainer)),
-            data=grain.checkpoint.CheckpointRestore(train_iter),
-        )
-
-    mgr, restored = _restore_newest_readable(workdir, config, restore_args)
+    keep = int(config.keep_checkpoints)
+    target = restore_target(trainer)
+    mgr, restored = checkpoint.restore_newest_readable(workdir, keep, target, train_iter, log)
     if restored is not None:
         state = restored.state
         log(f"resumed from {workdir / 'checkpoints'} at step {int(state.step)}")
@@ -570,40 +397,15 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
             writer.write({"step": s, **v})
             log(validation_line(s, v))
         if s % int(config.checkpoint_every) == 0 or s == total:
-            mgr.save(
-                s,
-                args=ocp_args().Composite(
-                    state=ocp_args().StandardSave(state),
-                    data=grain.checkpoint.CheckpointSave(train_iter),
-                ),
-            )
+            checkpoint.save(mgr, s, state, train_iter)
     mgr.wait_until_finished()
     mgr.close()
     train_iter.close()
     writer.close()
     if config.export_on_finish and jax.process_index() == 0:
-        out = checkpoint.export(config, state.params, workdir / "export", int(state.step))
+        out = export(config, state.params, workdir / "export", int(state.step))
         log(f"exported the inference model to {out}")
     return metrics
-
-
-def ocp_args() -> Any:
-    """``orbax.checkpoint.args`` (imported lazily: Orbax is heavy to import)."""
-    import orbax.checkpoint as ocp
-
-    return ocp.args
-
-
-def check_crop(config: Any) -> None:
-    """Full models need crops of at least 128: smaller ones change the deepest window geometry."""
-    crop, f = int(config.crop), 64
-    if crop % f:
-        raise ValueError(f"crop={crop} must be a multiple of the model's downsampling factor {f}")
-    if not str(config.model.id).endswith("-tiny") and crop < 128:
-        raise ValueError(
-            f"crop={crop} is below 128: the deepest stage of {config.model.id} would see fewer "
-            "tokens than its window (use --config.crop=256, the papers' setting)"
-        )
 
 
 def validation_batches(config: Any) -> list[dict[str, np.ndarray]]:
@@ -635,7 +437,7 @@ def validate(
         for b in batches:
             xs = sharding.global_batch_array(trainer.mesh, b["x"])
             mask = np.asarray(jax.device_get(sharding.global_batch_array(trainer.mesh, b["mask"])))
-            m = jax.device_get(trainer.evaluate(params, xs, lm))
+            m = jax.device_get(trainer.estimate(params, xs, lm))
             bpp.append(np.asarray(m["bpp"])[mask])
             psnr.append(np.asarray(m["psnr_db"])[mask])
         out[f"val_bpp@{lm:g}"] = float(np.concatenate(bpp).mean())
@@ -645,51 +447,6 @@ def validate(
     return out
 
 
-def validation_line(step: int, v: dict[str, float]) -> str:
-    """``validation at step S: lambda 16: 0.1 bpp 25.0 dB | ...`` for the terminal."""
-    parts = [
-        f"lambda {k.split('@')[1]}: {v[k]:.4f} bpp {v['val_psnr_db@' + k.split('@')[1]]:.2f} dB"
-        for k in v
-        if k.startswith("val_bpp@")
-    ]
-    return f"validation at step {step}: " + " | ".join(parts)
-
-
-def _restore_newest_readable(workdir: pathlib.Path, config: Any, restore_args: Any) -> tuple:
-    """The checkpoint manager and the newest checkpoint that restores (None: start afresh).
-
-    A checkpoint that cannot be read (truncated or half-written files, e.g. a disk that filled
-    up or a copy cut short) is moved aside to ``<step>.unreadable`` (kept, not deleted), with a
-    one-line message naming the step and the reason, and the previous one is tried: a long run
-    resumes from its last good state instead of stopping on a storage-library traceback.
-    """
-    from swinjax import checkpoint
-
-    mgr = checkpoint.checkpoint_manager(workdir, config)
-    for step in sorted(mgr.all_steps(), reverse=True):
-        try:
-            return mgr, mgr.restore(step, args=restore_args())
-        except Exception as err:  # noqa: BLE001 - Orbax/tensorstore raise many kinds
-            reason = (str(err).strip().splitlines() or [""])[0][:200]
-            bad = workdir / "checkpoints" / str(step)
-            aside = bad.with_name(f"{step}.unreadable")
-            log(
-                f"checkpoint at step {step} is unreadable ({type(err).__name__}: {reason}); "
-                f"moved to {aside.name}, trying the previous one"
-            )
-            mgr.close()
-            if jax.process_index() == 0:
-                if aside.exists():
-                    aside = bad.with_name(f"{step}.unreadable-{int(time.time())}")
-                bad.rename(aside)
-            if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
-                multihost_utils.sync_global_devices(f"swinjax-skip-checkpoint-{step}")
-            mgr = checkpoint.checkpoint_manager(workdir, config)
-    return mgr, None
-
-
 def _init_from(config: Any, trainer: Trainer, params: Any, log: Any = print) -> Any:
     """Parameters of ``config.init_from`` placed into freshly initialised ``params``.
 
@@ -697,10 +454,17 @@ def _init_from(config: Any, trainer: Trainer, params: Any, log: Any = print) -> 
     (:func:`warm_start_params`).
     """
     from swinjax.checkpoint import load_model
+    from swinjax.export import config_hash
 
-    src = load_model(str(config.init_from))
-    if src.config_hash != _hash(config):
-        params, new = warm_start_params(src.params, params, f"init_from={config.init_from}")
+    try:
+        src = load_model(str(config.init_from))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"init_from={config.init_from}: {e}") from e
+    if src.config_hash != config_hash(config.model):
+        try:
+            params, new = warm_start_params(src.params, params, f"init_from={config.init_from}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         log(
             f"init_from {config.init_from}: a model with {len(new)} new parameters, initialised: "
             f"{', '.join(new[:6])}{' ...' if len(new) > 6 else ''}"
@@ -734,9 +498,3 @@ def warm_start_params(src: Any, dst: Any, what: str = "source") -> tuple[Any, li
         )
     new = sorted(k for k in flat_dst if k not in flat_src)
     return traverse_util.unflatten_dict({**flat_dst, **flat_src}, sep="/"), new
-
-
-def _hash(config: Any) -> str:
-    from swinjax.checkpoint import config_hash
-
-    return config_hash(config.model)

@@ -1,5 +1,10 @@
 """Shared test set-up: JAX on CPU, tiny configs of the three architectures, cheap compiles.
 
+Everything tests share is here, as fixtures (test modules never import each other): the tiny
+configs (``tiny``), fast compiles (``fast``), the tiny models' parameters (``tiny_params``), the
+one tiny export of the session (``tiny_export``), photo crops (``photo``) and stand-in shipped
+models (``ship``).
+
 ``JAX_PLATFORMS`` is defaulted to cpu (these are CPU tests and must not grab an accelerator) and
 XLA's backend optimisation level to 0 (compile time dominates tiny test programs); tests that need
 e.g. several host devices append their flags to ``XLA_FLAGS``.
@@ -22,7 +27,9 @@ import pytest  # noqa: E402
 
 from swinjax.config_utils import load_config  # noqa: E402
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 
 # name -> config spec of the tiny variant of each architecture.
 TINY_CONFIGS = {
@@ -78,6 +85,69 @@ def fast():
     return run_fast
 
 
+_PARAMS: dict[tuple[str, int], tuple] = {}
+
+
+def make_tiny_params(name: str = "swincoder", seed: int = 0) -> tuple:
+    """``(config, codec, params)`` of the tiny model ``name`` (random init, host arrays), cached.
+
+    The one way tests make a model's parameters: every test of a session that asks for the same
+    architecture and seed gets the same arrays (and the compiled programs of one export).
+    """
+    if (name, seed) not in _PARAMS:
+        import numpy as np
+
+        from swinjax.models import build_codec
+
+        config = load_tiny(name)
+        codec = build_codec(config)
+        x = np.zeros((1, 64, 64, 3), np.float32)
+        lm = np.ones((1,), np.float32)
+        params = run_fast(lambda: codec.init(jax.random.key(seed), x, lm, jax.random.key(1)))
+        _PARAMS[(name, seed)] = (config, codec, jax.tree.map(np.asarray, params))
+    return _PARAMS[(name, seed)]
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    """:func:`make_tiny_params`: ``(config, codec, params)`` of a tiny model."""
+    return make_tiny_params
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """The export of the tiny SwinCoder (random init), made once per session.
+
+    Every module that codes files with it shares it, so
+    :func:`swinjax.evaluation.open_codec` hands them all the same compiled codec.
+    """
+    from swinjax.export import export
+
+    config, _, params = make_tiny_params("swincoder")
+    return export(config, params, tmp_path_factory.mktemp("tiny-export"))
+
+
+def make_photo(h: int, w: int, seed: int = 0):
+    """A ``uint8 [h, w, 3]`` crop of a Kodak photo (synthetic texture when ../shared is absent)."""
+    import numpy as np
+    from PIL import Image
+
+    path = KODAK / f"kodim{seed % 24 + 1:02d}.png"
+    if path.is_file():
+        img = np.asarray(Image.open(path).convert("RGB"))
+        return np.ascontiguousarray(img[50 : 50 + h, 80 : 80 + w])
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / 40.0
+    base = np.stack([np.sin(xx + seed), np.cos(yy * 1.3), np.sin(xx * yy / 3)], -1)
+    return np.clip(128 + 90 * base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """:func:`make_photo`: ``photo(h, w, seed)`` -> a photo crop."""
+    return make_photo
+
+
 @pytest.fixture
 def ship(monkeypatch, tmp_path_factory):
     """Stands in for the models shipped in the package, for one test.
@@ -89,10 +159,10 @@ def ship(monkeypatch, tmp_path_factory):
     """
     import json
 
-    from swinjax import checkpoint
+    from swinjax import export as exports
 
     root = tmp_path_factory.mktemp("shipped")
-    monkeypatch.setattr(checkpoint, "shipped_root", lambda: root)
+    monkeypatch.setattr(exports, "shipped_root", lambda: root)
 
     def add(name, export=None, model_id=None):
         path = root / name
@@ -100,7 +170,7 @@ def ship(monkeypatch, tmp_path_factory):
             path.symlink_to(pathlib.Path(export).resolve(), target_is_directory=True)
         else:
             path.mkdir()
-            meta = {"format": checkpoint.EXPORT_FORMAT, "model_id": model_id or name}
+            meta = {"format": exports.EXPORT_FORMAT, "model_id": model_id or name}
             (path / "model.json").write_text(json.dumps(meta))
         return path
 

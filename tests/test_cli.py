@@ -10,11 +10,11 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from test_evaluate import photo, tiny_export
 
-from swinjax import cli
-from swinjax.coding import container
+from swinjax import atomic, cli
+from swinjax.coding import container, tiled
 from swinjax.imageio import load_image
+from swinjax.rate_search import compress_to_bpp
 
 SIZE = (170, 180)  # pads to 192x192 like test_evaluate's images: the same compiled programs
 
@@ -49,12 +49,12 @@ def write_png16(path, rgb16):
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return tiny_export(tmp_path_factory)
+def export(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def images(tmp_path_factory, photo):
     """A folder tree of awkward but valid images, plus two bad files."""
     d = tmp_path_factory.mktemp("cli-in")
     (d / "deep" / "er").mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_file(export, images, tmp_
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cli.os, "fdopen", full)
+    monkeypatch.setattr(atomic.os, "fdopen", full)
     out = tmp_path / "o.swj"
     status, _, err = run("compress", "--ckpt", export, images / "plain.png", out)
     one_line_error(status, err, "cannot write", "No space left on device")
@@ -248,16 +248,18 @@ class _FakeCodec:
 def test_target_bpp_bisection_finds_the_largest_lambda_under_the_target():
     image = np.zeros((100, 100, 3), np.uint8)  # 10^4 pixels: bpp = bytes * 8e-4
     fake = _FakeCodec()
-    data, lm, note = cli.compress_to_bpp(fake, image, target_bpp=1.6)  # 2000 bytes: lambda 400
+    data, lm, note = compress_to_bpp(fake, image, target_bpp=1.6)  # 2000 bytes: lambda 400
     assert len(data) * 8 / 1e4 <= 1.6 and len(data) * 8 / 1e4 >= 1.6 * 0.99
     assert lm == pytest.approx(400, rel=0.03) and note == ""
     assert len(fake.calls) <= 14
-    _, lm, note = cli.compress_to_bpp(_FakeCodec(), image, target_bpp=0.1)
+    _, lm, note = compress_to_bpp(_FakeCodec(), image, target_bpp=0.1)
     assert lm == 16.0 and "below" in note
-    _, lm, note = cli.compress_to_bpp(_FakeCodec(), image, target_bpp=9.0)
+    _, lm, note = compress_to_bpp(_FakeCodec(), image, target_bpp=9.0)
     assert lm == 1024.0 and "above" in note
-    with pytest.raises(cli.UserError, match="variable-rate"):
-        cli.compress_to_bpp(_FakeCodec(variable_rate=False), image, 1.0)
+    with pytest.raises(ValueError, match="variable-rate"):
+        compress_to_bpp(_FakeCodec(variable_rate=False), image, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        compress_to_bpp(_FakeCodec(), image, 0.0)
 
 
 def test_target_bpp_on_a_real_file(export, images, tmp_path):
@@ -277,7 +279,7 @@ def test_target_bpp_on_a_real_file(export, images, tmp_path):
     assert 16.0 <= container.unpack(data)[0].lmbda <= 1024.0
 
 
-def test_very_wide_image_round_trips(export, tmp_path):
+def test_very_wide_image_round_trips(export, tmp_path, photo):
     img = photo(3, 300, seed=7)
     wide = np.tile(img, (1, 14, 1))[:, :4097]  # 3 x 4097
     Image.fromarray(wide).save(tmp_path / "wide.png")
@@ -297,17 +299,17 @@ def test_tiled_files_round_trip_and_place_every_tile(export, images, tmp_path):
     assert status == 0, err
     assert "9 tiles of 64" in stdout  # 170x180 in 64-pixel tiles: 3 x 3, edge tiles smaller
     data = out.read_bytes()
-    assert cli.is_tiled(data)
+    assert tiled.is_tiled(data)
     status, _, err = run("decompress", "--ckpt", export, out, tmp_path / "t.png")
     assert status == 0, err
     decoded = np.asarray(Image.open(tmp_path / "t.png"))
     assert decoded.shape == (*SIZE, 3)
     # Each tile is an ordinary swinjax file of its region, placed where it belongs.
-    from swinjax.evaluation import open_codec
+    from swinjax.codec_cache import open_codec
 
     codec = open_codec(export)
     img = load_image(src)
-    meta, tiles = cli.read_tiled(data, 10**8)
+    meta, tiles = tiled.read_tiled(data, 10**8)
     assert meta == {"height": 170, "width": 180, "tile": 64, "tiles": 9}
     assert tiles[0] == codec.compress(np.ascontiguousarray(img[:64, :64]), 64.0)
     np.testing.assert_array_equal(decoded[128:, 128:], codec.decompress(tiles[8]))
@@ -329,7 +331,7 @@ def test_bad_tiled_files_and_tile_sizes_are_one_line_errors(export, images, tmp_
     }
     for name, blob in bad.items():
         with pytest.raises(FormatError):
-            cli.read_tiled(blob, 10**8)
+            tiled.read_tiled(blob, 10**8)
         (tmp_path / f"{name}.swj").write_bytes(blob)
         status, _, err = run(
             "decompress", "--ckpt", export, tmp_path / f"{name}.swj", tmp_path / "o.png"

@@ -7,33 +7,22 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import load_tiny, run_fast
 
 import swinjax
-from swinjax import checkpoint
+from swinjax import checkpoint, export
 from swinjax.coding import container
 from swinjax.compression import ImageCodec
-from swinjax.models import build_codec
 
 MAX_SHIPPED_BYTES = 25_000_000  # what a wheel should carry
-
-
-def _tiny_params(seed=0):
-    config = load_tiny("swincoder")
-    codec = build_codec(config)
-    x = np.zeros((1, 64, 64, 3), np.float32)
-    lm = np.ones((1,), np.float32)
-    params = run_fast(lambda: codec.init(jax.random.key(seed), x, lm, jax.random.key(1)))
-    return config, codec, jax.tree.map(np.asarray, params)
 
 
 # -- float16 exports ------------------------------------------------------------------------------
 
 
-def test_float16_export_loads_the_rounded_params_and_round_trips(tmp_path):
-    config, codec, params = _tiny_params()
-    half = checkpoint.export(config, params, tmp_path / "f16", step=7, param_dtype="float16")
-    full = checkpoint.export(config, params, tmp_path / "f32")
+def test_float16_export_loads_the_rounded_params_and_round_trips(tmp_path, tiny_params):
+    config, codec, params = tiny_params("swincoder")
+    half = export.export(config, params, tmp_path / "f16", step=7, param_dtype="float16")
+    full = export.export(config, params, tmp_path / "f32")
 
     meta = json.loads((half / "model.json").read_text())
     assert meta["param_dtype"] == "float16" and meta["step"] == 7
@@ -54,11 +43,11 @@ def test_float16_export_loads_the_rounded_params_and_round_trips(tmp_path):
     # The rounding is real (else this test proves nothing) ...
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), want, strict=True))
     # ... and the tables are those of the rounded parameters, which is what the decoder runs.
-    tables = checkpoint.build_tables(codec, rounded)
+    tables = export.build_tables(codec, rounded)
     assert tables.keys() == loaded.tables.keys()
     for k in tables:
         np.testing.assert_array_equal(loaded.tables[k], tables[k], err_msg=k)
-    assert not np.array_equal(loaded.tables["z_cdf"], checkpoint.load_export(full).tables["z_cdf"])
+    assert not np.array_equal(loaded.tables["z_cdf"], export.load_export(full).tables["z_cdf"])
 
     ic = ImageCodec(loaded)
     rng = np.random.default_rng(0)
@@ -71,10 +60,10 @@ def test_float16_export_loads_the_rounded_params_and_round_trips(tmp_path):
 def test_float16_export_refuses_params_it_cannot_hold(tmp_path):
     params = {"params": {"a": {"kernel": np.array([1.0, 1e6], np.float32)}}}
     with pytest.raises(ValueError, match=r"params/a/kernel.*1e\+06.*float32"):
-        checkpoint.round_params(params, "float16")
+        export.round_params(params, "float16")
     with pytest.raises(ValueError, match="param_dtype"):
-        checkpoint.round_params(params, "bfloat16")
-    stored, loaded = checkpoint.round_params({"w": np.array([0.1], np.float32)}, "float16")
+        export.round_params(params, "bfloat16")
+    stored, loaded = export.round_params({"w": np.array([0.1], np.float32)}, "float16")
     assert stored["w"].dtype == np.float16 and loaded["w"].dtype == np.float32
     assert loaded["w"][0] == np.float32(np.float16(0.1)) != np.float32(0.1)
 
@@ -83,18 +72,18 @@ def test_float16_export_refuses_params_it_cannot_hold(tmp_path):
 
 
 def test_the_default_model_is_shipped_in_the_package_compactly():
-    models = checkpoint.shipped_models()
-    assert checkpoint.DEFAULT_MODEL in models
-    path = models[checkpoint.DEFAULT_MODEL]
+    models = export.shipped_models()
+    assert export.DEFAULT_MODEL in models
+    path = models[export.DEFAULT_MODEL]
     assert path.parent == pathlib.Path(swinjax.__file__).parent / "weights"
     meta = json.loads((path / "model.json").read_text())
-    assert meta["model_id"] == checkpoint.DEFAULT_MODEL and meta["param_dtype"] == "float16"
-    assert meta["format"] == checkpoint.EXPORT_FORMAT
-    assert meta["config_hash"] == checkpoint.config_hash(meta["model"])
+    assert meta["model_id"] == export.DEFAULT_MODEL and meta["param_dtype"] == "float16"
+    assert meta["format"] == export.EXPORT_FORMAT
+    assert meta["config_hash"] == export.config_hash(meta["model"])
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     assert size < MAX_SHIPPED_BYTES, size
-    assert checkpoint.resolve_ckpt(None) == path
-    assert checkpoint.shipped_model_for(checkpoint.DEFAULT_MODEL) == path
+    assert export.resolve_ckpt(None) == path
+    assert export.shipped_model_for(export.DEFAULT_MODEL) == path
 
 
 # -- names ---------------------------------------------------------------------------------------
@@ -103,16 +92,16 @@ def test_the_default_model_is_shipped_in_the_package_compactly():
 def test_names_paths_and_unknown_names(ship, tmp_path, monkeypatch):
     ref = ship("swincoder-ref", model_id="swincoder-ref")
     other = ship("other", model_id="other-id")
-    assert checkpoint.shipped_models() == {"other": other, "swincoder-ref": ref}
-    assert checkpoint.resolve_ckpt("other") == other
-    assert checkpoint.resolve_ckpt(None) == ref  # DEFAULT_MODEL
+    assert export.shipped_models() == {"other": other, "swincoder-ref": ref}
+    assert export.resolve_ckpt("other") == other
+    assert export.resolve_ckpt(None) == ref  # DEFAULT_MODEL
     # A path is used as given, also when a shipped model has the same name.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "other").mkdir()
-    assert checkpoint.resolve_ckpt("other") == pathlib.Path("other")
-    assert checkpoint.resolve_ckpt(tmp_path) == tmp_path
+    assert export.resolve_ckpt("other") == pathlib.Path("other")
+    assert export.resolve_ckpt(tmp_path) == tmp_path
     with pytest.raises(FileNotFoundError) as e:
-        checkpoint.resolve_ckpt("swincoder-nope")
+        export.resolve_ckpt("swincoder-nope")
     msg = str(e.value)
     assert "\n" not in msg and "'swincoder-nope'" in msg and "shipped: other, swincoder-ref" in msg
     with pytest.raises(FileNotFoundError, match="swincoder-nope"):
@@ -122,18 +111,18 @@ def test_names_paths_and_unknown_names(ship, tmp_path, monkeypatch):
 def test_without_the_default_model_the_error_says_to_give_ckpt(ship):
     ship("other", model_id="other-id")
     with pytest.raises(FileNotFoundError, match=r"default model 'swincoder-ref'.*other.*--ckpt"):
-        checkpoint.resolve_ckpt(None)
+        export.resolve_ckpt(None)
 
 
 def test_a_file_s_model_id_picks_the_shipped_model(ship, tmp_path):
     a = ship("a", model_id="m1")
     b = ship("b", model_id="m2")
-    assert checkpoint.shipped_model_for("m2") == b
-    assert checkpoint.shipped_model_for("m1") == a
+    assert export.shipped_model_for("m2") == b
+    assert export.shipped_model_for("m1") == a
     # Two with one id: the matching config hash wins, whatever the names' order.
     (b / "model.json").write_text(json.dumps({"model_id": "m1", "config_hash": "beef"}))
-    assert checkpoint.shipped_model_for("m1", "beef") == b
-    assert checkpoint.shipped_model_for("m1", "0000") == a
+    assert export.shipped_model_for("m1", "beef") == b
+    assert export.shipped_model_for("m1", "0000") == a
     with pytest.raises(FileNotFoundError) as e:
-        checkpoint.shipped_model_for("m3")
+        export.shipped_model_for("m3")
     assert "'m3'" in str(e.value) and "a (model id m1)" in str(e.value)

@@ -11,7 +11,7 @@ from conftest import load_tiny
 from PIL import Image
 
 import train as train_entry
-from swinjax import checkpoint
+from swinjax import checkpoint, export
 from swinjax.compression import ImageCodec
 from swinjax.models import build_codec
 from swinjax.models.vgg import random_vgg_arrays
@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
     codec = build_codec(config)
     x = np.zeros((1, 64, 64, 3), np.float32)
     params = jax.jit(codec.init)(jax.random.key(0), x, np.ones((1,), np.float32), jax.random.key(1))
-    stage1 = checkpoint.export(config, params, d / "stage1")
+    stage1 = export.export(config, params, d / "stage1")
     return d, stage1
 
 

@@ -110,7 +110,7 @@ def test_training_writes_tensorboard_scalars_beside_the_json_lines(reference_run
 
 def test_validation_records_go_under_val_in_tensorboard(tmp_path):
     pytest.importorskip("tensorboardX", reason="the [tensorboard] extra is not installed")
-    from swinjax.train_lib import MetricsWriter
+    from swinjax.train_log import MetricsWriter
 
     w = MetricsWriter(tmp_path, tensorboard=True)
     w.write({"step": 1000, "val_bpp@16": 0.25, "val_psnr_db@16": 27.5, "note": "text"})
@@ -210,7 +210,7 @@ def test_weight_decay_reaches_dense_and_conv_kernels_only(tiny, fast, arch):
     import jax.numpy as jnp
 
     from swinjax.models import build_codec
-    from swinjax.train_lib import _decays, make_optimizer
+    from swinjax.optim import _decays, make_optimizer
 
     config = tiny(arch)
     codec = build_codec(config)

@@ -1,0 +1,269 @@
+"""The evaluation's results: CompressAI-schema curves, BD-rates, the files and the text table.
+
+Results use CompressAI's JSON schema (one file per curve; lists over rate points), so they plot
+directly against ``../shared/anchors/kodak/*.json``. BD-rates (PSNR and MS-SSIM in dB,
+:func:`swinjax.metrics.bd_rate`: PCHIP on log-rate over the overlapping quality range) are
+computed against each classical codec and each published curve.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from swinjax import metrics
+from swinjax.evaluation.classical import ClassicalCodec
+from swinjax.evaluation.common import PERCEPTUAL_METRICS, EvalOptions, PerceptualMetric
+from swinjax.evaluation.plot import plot_rd
+
+if TYPE_CHECKING:
+    from swinjax.compression import ImageCodec
+
+
+@dataclass
+class Report:
+    """What :func:`evaluate` returns: curves, per-image records, BD-rates, notes, files written."""
+
+    model: dict[str, Any]
+    codecs: dict[str, dict[str, Any]]
+    per_image: list[dict[str, Any]]
+    bd_rates: dict[str, dict[str, Any]]
+    anchors: list[metrics.RDCurve]
+    notes: list[str]
+    written: list[pathlib.Path]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values))
+
+
+def _curve_results(records: list[dict], key: str, settings: Sequence[Any]) -> dict[str, list]:
+    """Means over images per setting, in the order of ``settings``."""
+    res: dict[str, list] = {
+        "bpp": [], "psnr-rgb": [], "ms-ssim-rgb": [], "ms-ssim-db-rgb": [],
+        "encoding_time": [], "decoding_time": [],
+    }  # fmt: skip
+    for s in settings:
+        rows = [r for r in records if r[key] == s]
+        msssim = _mean([r["ms_ssim"] for r in rows])
+        res["bpp"].append(_mean([r["bpp"] for r in rows]))
+        res["psnr-rgb"].append(_mean([r["psnr"] for r in rows]))
+        res["ms-ssim-rgb"].append(msssim)
+        res["ms-ssim-db-rgb"].append(None if msssim is None else metrics.ms_ssim_db(msssim))
+        res["encoding_time"].append(_mean([r["encoding_time"] for r in rows]))
+        res["decoding_time"].append(_mean([r["decoding_time"] for r in rows]))
+    return res
+
+
+def as_curve(name: str, results: Mapping[str, list]) -> metrics.RDCurve:
+    """The :class:`~swinjax.metrics.RDCurve` of CompressAI-schema results (nulls become NaN)."""
+    clean = {k: [math.nan if v is None else v for v in vals] for k, vals in results.items()}
+    keys = ("bpp", "psnr-rgb", "ms-ssim-db-rgb")
+    return metrics.curve_from_results(name, {k: clean[k] for k in keys if k in clean})
+
+
+def _bd(anchor: metrics.RDCurve, test: metrics.RDCurve, method: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, qa, qt in (
+        ("psnr", anchor.psnr, test.psnr),
+        ("ms-ssim-db", anchor.ms_ssim_db, test.ms_ssim_db),
+    ):
+        if qa is None or qt is None:
+            out[key] = None
+            out[f"{key}_note"] = "metric not in both curves"
+            continue
+        try:
+            out[key] = metrics.bd_rate(anchor.bpp, qa, test.bpp, qt, method=method)
+            out[f"{key}_overlap"] = metrics.bd_overlap(qa, qt)
+        except ValueError as e:
+            out[key] = None
+            out[f"{key}_note"] = str(e)
+    return out
+
+
+def assemble(
+    opts: EvalOptions,
+    codec: ImageCodec,
+    lmbdas: Sequence[float | None],
+    chosen: Sequence[ClassicalCodec],
+    records: list[dict[str, Any]],
+    anchors: list[metrics.RDCurve],
+    notes: list[str],
+    files: Sequence[pathlib.Path],
+    perceptual: Mapping[str, PerceptualMetric],
+) -> Report:
+    """The :class:`Report` of a run: per-codec curves, the model's curve and its BD-rates."""
+    exported = codec.exported
+    model_name = f"swinjax {exported.model_id} (step {exported.step})"
+    model_rows = [r for r in records if r["codec"] == "model"]
+    res = _curve_results(model_rows, "lmbda", lmbdas)
+    res["estimated_bpp"] = [
+        _mean([r["estimated_bpp"] for r in model_rows if r["lmbda"] == lm]) for lm in lmbdas
+    ]
+    for name in PERCEPTUAL_METRICS:
+        res[name] = [
+            _mean([r[name] for r in model_rows if r["lmbda"] == lm]) if name in perceptual else None
+            for lm in lmbdas
+        ]
+    res["lmbda"] = list(lmbdas)
+    dataset = {"path": str(opts.data), "images": len(files)}
+    desc = (
+        f"{model_name} on {len(files)} image(s) from {opts.data}. bpp: actual (file bytes x 8 / "
+        "pixels, header included); estimated_bpp: -log2 likelihood of y and z / pixels. "
+        "PSNR and MS-SSIM on the 8-bit decoded RGB image, per image then mean; MS-SSIM 5 scales "
+        "(Wang et al. 2003 weights, pytorch_msssim conventions, data range 255). Times: mean "
+        "wall-clock seconds per image of compress/decompress on "
+        f"{_device_name()}."
+    )
+    model = metrics.compressai_json(
+        model_name,
+        desc,
+        res,
+        model={
+            "id": exported.model_id,
+            "step": exported.step,
+            "config_hash": exported.config_hash,
+            "variable_rate": bool(codec.model.get("variable_rate", False)),
+            "ckpt": str(opts.ckpt) if opts.ckpt is not None else _default_model(),
+        },
+        dataset=dataset,
+        notes=notes,
+    )
+    codecs = {}
+    for cc in chosen:
+        rows = [r for r in records if r["codec"] == cc.name]
+        cres = _curve_results(rows, "setting", cc.settings)
+        cres[cc.setting] = list(cc.settings)
+        codecs[cc.name] = metrics.compressai_json(
+            cc.name,
+            f"{cc.description}. {len(files)} image(s) from {opts.data}; bpp from the encoded "
+            "bytes; metrics as for the model; times = wall s/image, single-threaded.",
+            cres,
+            dataset=dataset,
+        )
+    model_curve = as_curve(model_name, res)
+    bd = {}
+    for name, obj in codecs.items():
+        bd[name] = _bd(as_curve(name, obj["results"]), model_curve, opts.bd_method)
+    for a in anchors:
+        bd[a.name] = _bd(a, model_curve, opts.bd_method)
+    if len(lmbdas) < 2:
+        notes.append("bd-rate: needs at least 2 rate points of the model; not computed")
+    model["bd_rates"] = {
+        "description": (
+            f"BD-rate (%) of {model_name} against each curve (negative = fewer bits), "
+            f"{'PCHIP on log-rate' if opts.bd_method == 'pchip' else 'cubic fit (VCEG-M33)'}, "
+            "over the overlapping quality range only (psnr: PSNR-RGB dB; ms-ssim-db: "
+            "-10 log10(1 - mean MS-SSIM)); *_overlap = fraction of the model's quality range "
+            "covered by the anchor."
+        ),
+        **bd,
+    }
+    return Report(model, codecs, records, bd, anchors, notes, [])
+
+
+def _default_model() -> str:
+    from swinjax.export import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _device_name() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform} ({getattr(d, 'device_kind', '') or d.platform})"
+
+
+def write_outputs(opts: EvalOptions, report: Report, out_path: pathlib.Path | None) -> None:
+    """Writes the requested result files and plot, recording each in ``report.written``."""
+    if out_path is not None:
+        report.written.append(metrics.write_json_atomic(out_path, report.model))
+        for name, obj in report.codecs.items():
+            p = out_path.with_name(f"{out_path.stem}_{name}{out_path.suffix or '.json'}")
+            report.written.append(metrics.write_json_atomic(p, obj))
+    if opts.per_image:
+        if out_path is None:
+            p = pathlib.Path("results_per_image.json")
+        else:
+            p = out_path.with_name(f"{out_path.stem}_per_image{out_path.suffix or '.json'}")
+        per = {
+            "description": "one record per image and rate point; bpp actual (file bytes), "
+            "estimated_bpp from the likelihoods (model only); metrics on 8-bit RGB",
+            "records": report.per_image,
+        }
+        report.written.append(metrics.write_json_atomic(p, per))
+    if opts.plot:
+        curves = [as_curve(report.model["name"], report.model["results"])]
+        curves += [as_curve(n, o["results"]) for n, o in report.codecs.items()]
+        curves += report.anchors
+        report.written.append(plot_rd(curves, opts.plot, title=report.model["name"]))
+
+
+def _f(v: float | None, spec: str) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:{spec}}"
+
+
+def format_table(report: Report) -> str:
+    """The table ``evaluate.py`` prints: the model's points, each codec's curve, BD-rates."""
+    lines = []
+    m = report.model
+    r = m["results"]
+    lines.append(m["name"] + f" on {m['dataset']['images']} image(s) from {m['dataset']['path']}")
+    head = (
+        f"{'codec':<10} {'setting':>10} {'bpp':>8} {'est.bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} "
+        f"{'enc s':>7} {'dec s':>7}"
+    )
+    lines += [head, "-" * len(head)]
+    for i, lm in enumerate(r["lmbda"]):
+        setting = "fixed" if lm is None else f"λ={lm:g}"
+        lines.append(
+            f"{'model':<10} {setting:>10} {_f(r['bpp'][i], '8.4f')} "
+            f"{_f(r['estimated_bpp'][i], '8.4f')} {_f(r['psnr-rgb'][i], '7.2f')} "
+            f"{_f(r['ms-ssim-rgb'][i], '8.4f')} {_f(r['encoding_time'][i], '7.3f')} "
+            f"{_f(r['decoding_time'][i], '7.3f')}"
+        )
+    for name, obj in report.codecs.items():
+        cr = obj["results"]
+        key = next(k for k in cr if k in ("quality", "ratio", "distance"))
+        for i, s in enumerate(cr[key]):
+            lines.append(
+                f"{name:<10} {key[0]}={s:<8g} {_f(cr['bpp'][i], '8.4f')} {'':>8} "
+                f"{_f(cr['psnr-rgb'][i], '7.2f')} {_f(cr['ms-ssim-rgb'][i], '8.4f')} "
+                f"{_f(cr['encoding_time'][i], '7.3f')} {_f(cr['decoding_time'][i], '7.3f')}"
+            )
+    if report.bd_rates:
+        lines.append("")
+        lines.append("BD-rate of the model vs (negative = fewer bits; PCHIP, overlap only):")
+        for name, bd in report.bd_rates.items():
+            parts = []
+            for key, label in (("psnr", "PSNR"), ("ms-ssim-db", "MS-SSIM")):
+                v = bd.get(key)
+                if v is None:
+                    why = str(bd.get(f"{key}_note", ""))
+                    short = {
+                        "overlap": "no overlap",
+                        "at least 2": "too few points",
+                        "not in both": "metric missing",
+                        "same quality": "repeated quality",
+                    }
+                    why = next((v for k, v in short.items() if k in why), why[:40])
+                    parts.append(f"{label} n/a ({why})" if why else f"{label} n/a")
+                else:
+                    cov = bd.get(f"{key}_overlap", 1.0)
+                    flag = f" (overlap {cov:.0%})" if cov < 0.5 else ""
+                    parts.append(f"{label} {v:+7.1f} %{flag}")
+            lines.append(f"  {name:<40} " + "   ".join(parts))
+    if report.notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in report.notes]
+    for p in report.written:
+        lines.append(f"wrote {p}")
+    return "\n".join(lines)

@@ -1,0 +1,369 @@
+"""Exported inference models: writing, reading and finding them (shipped models included).
+
+The *export* is what compress, decompress and evaluation load: a directory with ``model.json``
+(format, model id, config hash, the model config, the step, the stored parameter dtype),
+``params.msgpack`` (Flax serialization of the parameters, host numpy arrays, float32 or float16)
+and ``tables.npz`` (the integer coding tables of z and y, built once by :func:`build_tables` and
+never rebuilt when decoding). Loading one restores parameters only: no optimizer state, no
+trainer, no Orbax.
+
+*Shipped models* are exports inside the package (``swinjax/weights/<name>/``, package data, found
+through :mod:`importlib.resources`), so an installed swinjax compresses, decompresses and
+evaluates without a checkpoint of the user's own: :func:`resolve_ckpt` turns ``--ckpt`` (a name,
+a path, or nothing for :data:`DEFAULT_MODEL`) into a directory, and :func:`shipped_model_for`
+finds the model that wrote a file from the model id in its header. Training workdirs are turned
+into exports by :func:`swinjax.checkpoint.load_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import io
+import json
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+
+from swinjax.atomic import write_atomic
+
+EXPORT_FORMAT = "swinjax-export"
+EXPORT_VERSION = 1
+# Dtypes parameters may be stored in. float16 halves the size of a shipped model (a wheel should
+# stay small); loaders always get float32 back. Exports without the field are float32.
+PARAM_DTYPES = ("float32", "float16")
+# The shipped model that compress, evaluate.py and load_model() use when no --ckpt is given.
+DEFAULT_MODEL = "swincoder-ref"
+
+
+def config_hash(model: Any) -> str:
+    """A stable 16-hex-digit hash of the model config (stored in files and exports)."""
+    d = model.to_dict() if hasattr(model, "to_dict") else dict(model)
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class ExportedModel:
+    """An inference checkpoint: config, parameters and coding tables."""
+
+    model: ml_collections.ConfigDict
+    params: Any
+    tables: dict[str, np.ndarray]
+    model_id: str
+    config_hash: str
+    step: int
+    path: pathlib.Path | None = None  # the export directory it was read from
+    param_dtype: str = "float32"  # how params.msgpack stores them (params here are float32)
+
+
+def build_tables(codec: Any, params: Any) -> dict[str, np.ndarray]:
+    """Builds the integer coding tables of z (factorized) and y (Gaussian) from parameters.
+
+    The explicit, typed table-building step (tfc ``_build_tables``, CompressAI ``update()``):
+    run once at export, stored with the model, loaded as data by the decoder.
+    """
+    from swinjax.entropy.factorized import trim_table_inputs
+    from swinjax.entropy.gaussian import scale_table
+    from swinjax.entropy.tables import build_factorized_tables, build_gaussian_tables
+
+    raw = trim_table_inputs(codec.apply(params, method=codec.z_table_inputs))
+    z = build_factorized_tables(raw["pmf"], raw["length"], raw["offset"], raw["tail_mass"])
+    y = build_gaussian_tables(scale_table())
+    out = {f"z_{k}": v for k, v in z.to_arrays().items()}
+    out.update({f"y_{k}": v for k, v in y.to_arrays().items()})
+    return out
+
+
+def _leaf_name(path: tuple) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def round_params(params: Any, param_dtype: str) -> tuple[Any, Any]:
+    """Floating-point parameters as stored in ``param_dtype``, and as a loader gets them back.
+
+    Returns:
+        ``(stored, loaded)``: host numpy trees; ``stored`` has every floating leaf in
+        ``param_dtype``, ``loaded`` is ``stored`` cast back to float32 (for float32 both are the
+        parameters themselves). Tables built from ``loaded`` match what a decoder loads exactly.
+
+    Raises:
+        ValueError: an unknown dtype, or a finite parameter that ``param_dtype`` cannot hold
+            (float16 overflows above 65504): storing it would silently break the model.
+    """
+    if param_dtype not in PARAM_DTYPES:
+        raise ValueError(f"param_dtype must be one of {PARAM_DTYPES}, got {param_dtype!r}")
+    host = jax.tree.map(np.asarray, jax.device_get(params))
+    if param_dtype == "float32":
+        return host, host
+    dtype = np.dtype(param_dtype)
+
+    def store(path: tuple, a: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(a.dtype, np.floating):
+            return a
+        with np.errstate(over="ignore"):
+            b = a.astype(dtype)
+        bad = np.isfinite(a) & ~np.isfinite(b)
+        if bad.any():
+            raise ValueError(
+                f"parameter {_leaf_name(path)} holds {float(np.abs(a[bad]).max()):g}, beyond "
+                f"{param_dtype}'s range: export it as float32"
+            )
+        return b
+
+    stored = jax.tree_util.tree_map_with_path(store, host)
+    loaded = jax.tree.map(
+        lambda a: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a, stored
+    )
+    return stored, loaded
+
+
+def export(
+    config: Any,
+    params: Any,
+    out_dir: str | pathlib.Path,
+    step: int = 0,
+    param_dtype: str = "float32",
+) -> pathlib.Path:
+    """Writes an export directory (model.json, params.msgpack, tables.npz) and returns its path.
+
+    Args:
+        config: the training config (with ``.model``) or the model config itself.
+        params: the parameters (device or host arrays).
+        out_dir: the export directory (created if needed; files in it are replaced).
+        step: the training step, recorded in model.json.
+        param_dtype: ``"float32"`` or ``"float16"``, how ``params.msgpack`` stores floating
+            parameters. float16 halves the size (for models shipped in the package); the coding
+            tables are then built from the float16-rounded parameters, so that the encoder, the
+            decoder and the tables all see exactly what :func:`load_export` returns.
+
+    Raises:
+        ValueError: see :func:`round_params`.
+    """
+    from swinjax.models import build_codec
+
+    out = pathlib.Path(out_dir)
+    stored, loaded = round_params(params, param_dtype)
+    codec = build_codec(config)
+    tables = build_tables(codec, loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    model = config.model if hasattr(config, "model") else config
+    meta = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "model_id": str(model.id),
+        "config_hash": config_hash(model),
+        "step": int(step),
+        "param_dtype": param_dtype,
+        "model": model.to_dict(),
+    }
+    write_atomic(out / "params.msgpack", flax.serialization.msgpack_serialize(stored))
+    buf = io.BytesIO()
+    np.savez(buf, **tables)
+    write_atomic(out / "tables.npz", buf.getvalue())
+    # model.json last: its presence marks a complete export.
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    write_atomic(out / "model.json", text.encode())
+    return out
+
+
+def to_config(d: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A ConfigDict from JSON (``model.json``, ``config.json``): lists become tuples again.
+
+    Configs hold tuples (stage depths, window sizes); JSON turns them into lists, which would
+    change the config hash and some code paths.
+    """
+
+    def tuples(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: tuples(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return tuple(tuples(x) for x in v)
+        return v
+
+    return ml_collections.ConfigDict(tuples(d))
+
+
+def load_export(path: str | pathlib.Path) -> ExportedModel:
+    """Loads an export directory written by :func:`export`.
+
+    Raises:
+        FileNotFoundError / ValueError: with a message naming the missing or bad file.
+    """
+    p = pathlib.Path(path)
+    meta_path = p / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{p} is not a swinjax export (no model.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{meta_path} is not a swinjax export")
+    if int(meta.get("version", -1)) != EXPORT_VERSION:
+        raise ValueError(f"unsupported export version {meta.get('version')} in {meta_path}")
+    param_dtype = meta.get("param_dtype", "float32")
+    if param_dtype not in PARAM_DTYPES:
+        raise ValueError(f"unsupported param_dtype {param_dtype!r} in {meta_path}")
+    model = to_config(meta["model"])
+    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(model))
+    params = flax.serialization.msgpack_restore((p / "params.msgpack").read_bytes())
+    params = flax.serialization.from_state_dict(target, params)
+
+    def as_target(path: tuple, a: Any, t: np.ndarray) -> np.ndarray:
+        # float16 exports come back as float32: every program runs on what the tables were
+        # built from (the float16-rounded values), whatever the storage dtype.
+        a = np.asarray(a)
+        if a.shape != t.shape:
+            raise ValueError(
+                f"{p / 'params.msgpack'}: parameter {_leaf_name(path)} has shape {a.shape}, "
+                f"the model in model.json expects {t.shape}"
+            )
+        return a.astype(t.dtype, copy=False)
+
+    params = jax.tree_util.tree_map_with_path(as_target, params, target)
+    with np.load(p / "tables.npz") as f:
+        tables = {k: f[k] for k in f.files}
+    return ExportedModel(
+        model,
+        params,
+        tables,
+        meta["model_id"],
+        meta["config_hash"],
+        int(meta["step"]),
+        p,
+        param_dtype,
+    )
+
+
+def abstract_params(model: Any) -> Any:
+    """The shapes and dtypes of a model's parameters (``jax.ShapeDtypeStruct``), computing nothing.
+
+    Parameter shapes do not depend on the image size, so the smallest image the model takes
+    (one downsampling factor square) stands in for any.
+
+    Args:
+        model: the model config (or a training config with ``.model``).
+    """
+    import jax.numpy as jnp
+
+    from swinjax.models import build_codec
+    from swinjax.transforms import downsampling_factor
+
+    codec = build_codec(model)
+    f = downsampling_factor(codec.model)
+    x = jax.ShapeDtypeStruct((1, f, f, 3), jnp.float32)
+    lm = jax.ShapeDtypeStruct((1,), jnp.float32)
+    return jax.eval_shape(
+        lambda x, lm: codec.init(jax.random.key(0), x, lm, jax.random.key(1)), x, lm
+    )
+
+
+# -- shipped models ------------------------------------------------------------------------------
+
+
+def shipped_root() -> pathlib.Path:
+    """The folder of the models shipped in the package (``swinjax/weights``).
+
+    Found through :mod:`importlib.resources`, so it is the installed package's folder in a
+    wheel install as well as the checkout's in an editable one.
+
+    Raises:
+        FileNotFoundError: swinjax is imported from an archive (e.g. a zip), not from files:
+            exports are read as files, so shipped models need a normal installation.
+    """
+    root = importlib.resources.files("swinjax").joinpath("weights")
+    if not isinstance(root, pathlib.Path):
+        raise FileNotFoundError(
+            f"swinjax is imported from {root}, not from files: shipped models need swinjax "
+            "installed as files (pip install)"
+        )
+    return root
+
+
+def shipped_models() -> dict[str, pathlib.Path]:
+    """The shipped models, name -> export directory, sorted by name (none: empty).
+
+    A name is a folder of :func:`shipped_root` holding a ``model.json``; it is what ``--ckpt
+    NAME`` selects.
+    """
+    try:
+        root = shipped_root()
+    except FileNotFoundError:
+        return {}
+    if not root.is_dir():
+        return {}
+    return {d.name: d for d in sorted(root.iterdir()) if (d / "model.json").is_file()}
+
+
+def _shipped_list() -> str:
+    names = list(shipped_models())
+    return ", ".join(names) if names else "none"
+
+
+def shipped_model_for(model_id: str, config_hash: str | None = None) -> pathlib.Path:
+    """The shipped model whose model id is ``model_id``: the decoder of a file with that id.
+
+    Files name the model that wrote them (the container header's ``model_id``), so a file can be
+    decoded without being told the model, as long as that model is shipped. When several shipped
+    models share the id, the one whose config hash matches ``config_hash`` is preferred.
+
+    Raises:
+        FileNotFoundError: no shipped model has this id (the message lists the shipped ones).
+    """
+    metas = {name: _read_meta(path) for name, path in shipped_models().items()}
+    # Exact config hash first, then by name: deterministic when several share the id.
+    found = sorted(
+        (m.get("config_hash") != config_hash, name)
+        for name, m in metas.items()
+        if m.get("model_id") == model_id
+    )
+    if not found:
+        listed = ", ".join(f"{n} (model id {m.get('model_id')})" for n, m in metas.items())
+        raise FileNotFoundError(
+            f"no shipped model has model id {model_id!r} (shipped: {listed or 'none'})"
+        )
+    return shipped_models()[found[0][1]]
+
+
+def _read_meta(export_dir: pathlib.Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((export_dir / "model.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def resolve_ckpt(arg: str | os.PathLike | None) -> pathlib.Path:
+    """The directory that ``--ckpt`` means: a path as given, or a shipped model by name.
+
+    Args:
+        arg: an existing path (export directory or training workdir, used as is: it wins over a
+            shipped model of the same name), the name of a shipped model (see
+            :func:`shipped_models`), or ``None`` for :data:`DEFAULT_MODEL`.
+
+    Raises:
+        FileNotFoundError: ``arg`` is neither an existing path nor a shipped name, or the default
+            model is not shipped; the one-line message lists the shipped names.
+    """
+    if arg is None:
+        path = shipped_models().get(DEFAULT_MODEL)
+        if path is None:
+            raise FileNotFoundError(
+                f"the default model {DEFAULT_MODEL!r} is not shipped with this installation "
+                f"(shipped: {_shipped_list()}); give --ckpt"
+            )
+        return path
+    p = pathlib.Path(arg)
+    if p.exists():
+        return p
+    path = shipped_models().get(str(arg))
+    if path is None:
+        raise FileNotFoundError(
+            f"{str(arg)!r} is neither an existing path (export directory or training workdir) "
+            f"nor a shipped model (shipped: {_shipped_list()})"
+        )
+    return path
