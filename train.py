@@ -57,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     A user's mistake (a config that cannot work, missing data or weights, a diverging run) is one
     line on stderr and status 1 (2 for bad flags); anything else is a bug and keeps its traceback.
     """
-    from swinjax.config_utils import ConfigError
     from swinjax.data import DataConfigError
+    from swinjax.train_config import ConfigError
     from swinjax.train_lib import NonFiniteError
 
     try:

@@ -1,42 +1,21 @@
-"""Command line: ``python -m swinjax <command> ...``.
+"""Command line: ``python -m swinjax macs|compress|decompress|info ...`` (README: Compress).
 
-Commands:
+* ``macs --config FILE[:arg]``: parameters and MACs per part (:mod:`swinjax.costs`).
+* ``compress [--ckpt C] [--lmbda L | --target-bpp B] [--tile N] IN OUT``: an image, or a folder
+  of them (the tree is mirrored), to real range-coded ``.swj`` files.
+* ``decompress [--ckpt C] IN OUT``: ``.swj`` file(s) to PNG; without ``--ckpt`` each file is
+  decoded by the shipped model its header names.
+* ``info FILE``: a file's header (no model needed).
 
-* ``macs --config configs/<name>.py[:arg] [--height H --width W] [--json]``: parameters and MACs of
-  the whole codec and of each part, from XLA's cost analysis (:mod:`swinjax.costs`).
-* ``compress [--ckpt NAME_OR_DIR] [--lmbda L | --target-bpp B] IN OUT [--force]``: writes real
-  range-coded files. ``IN`` is an image (``OUT`` a file, or a folder to put ``<stem>.swj`` in) or
-  a folder of images (``OUT`` a folder: the tree is mirrored, ``a/b.png -> OUT/a/b.swj``, with a
-  progress bar). ``--target-bpp`` searches λ per image (bisection on log λ over the trained range
-  of a variable-rate model) for the largest rate not above the target, measured on the file.
-  ``--tile N`` codes independent N x N tiles (a thin wrapper of complete swinjax files, one per
-  tile): peak memory is bounded by the tile size, for images of any size (e.g. 4096 x 4096 on a
-  CPU); decompress and info recognise such files.
-* ``decompress [--ckpt NAME_OR_DIR] IN OUT [--force]``: a ``.swj`` file to a PNG, or a folder of
-  them to a mirrored folder of PNGs.
-* ``info in.swj [--json]``: prints a file's header (no model needed).
-
-``--ckpt`` takes the name of a model shipped with swinjax (``swincoder-ref``), an export directory
-or a training workdir (its latest checkpoint is exported on the fly); an existing path wins over a
-name. Without ``--ckpt``, compress uses the shipped default model
-(:data:`swinjax.export.DEFAULT_MODEL`) and decompress uses, for each file, the shipped model
-whose model id the file's header names (files say which model wrote them), so a file decodes
-without being told its model.
-
-Images are read by :func:`swinjax.imageio.load_image`: grayscale and palette images become RGB,
-16-bit samples are rounded to 8 bits, EXIF orientation is applied, and an alpha channel is dropped
-(the codec codes RGB; the compress line says so when it happens).
-
-Outputs are written atomically (:func:`swinjax.atomic.write_atomic`) and never overwrite an
-existing file without ``--force``; in folder mode every output is checked before any work starts.
+``--ckpt`` takes a shipped model's name, an export directory or a training workdir (default: the
+shipped :data:`swinjax.export.DEFAULT_MODEL`). Outputs are written atomically and never replace
+a file without ``--force``; in folder mode every output is checked before any work starts.
 
 This module is the front end only: it parses, checks paths and reports. Coding is
 :mod:`swinjax.compression`, tiles :mod:`swinjax.coding.tiled`, the rate search
-:mod:`swinjax.rate_search`, loading a model :mod:`swinjax.codec_cache`.
-
-User mistakes (missing files, bad images, bad arguments, invalid configs) print one line to stderr
-and exit with status 2; they never print a traceback. A folder run reports a bad file on one line,
-goes on with the others, and exits with status 1 if any file failed.
+:mod:`swinjax.rate_search`, loading a model :mod:`swinjax.codec_cache`. User mistakes print one
+line and exit with status 2, never a traceback; a folder run reports a bad file on one line,
+goes on, and exits with status 1 if any file failed.
 """
 
 from __future__ import annotations
@@ -148,7 +127,7 @@ def _jobs(
 
 
 def _find_images(folder: pathlib.Path) -> list[pathlib.Path]:
-    from swinjax.data import DataConfigError, find_images
+    from swinjax.image_files import DataConfigError, find_images
 
     try:
         return [pathlib.Path(f) for f in find_images([str(folder)])]

@@ -36,14 +36,11 @@ test sets and are refused for training and validation.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import pathlib
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -51,6 +48,20 @@ from absl import flags
 from PIL import Image
 
 from swinjax import imageio
+from swinjax.image_files import (
+    IMAGE_EXTENSIONS,
+    TEST_ONLY_SETS,
+    TRAIN_SETS,
+    VAL_SETS,
+    DataConfigError,
+    FileCheck,
+    check_images,
+    default_shared_dir,
+    find_images,
+    parse_dirs,
+    refuse_test_sets,
+    resolve_dirs,
+)
 
 __all__ = [
     "DEFAULT_CACHE_MB",
@@ -72,240 +83,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TRAIN_SETS = ("bsds500", "sun-hays80", "wikipedia-photos", "train-hr")
-VAL_SETS = ("div2k-valid-256crops", "urban100-256crops")
-# Test sets: the published anchors are on Kodak; training or tuning on them invalidates every
-# comparison. Matched against folder names, case-insensitively.
-TEST_ONLY_SETS = ("kodak", "mcmaster")
-_KODAK_FILE = re.compile(r"^kodim\d\d\.", re.IGNORECASE)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
-_CONFIG_KEYS = {"train": "data.train_dirs", "val": "data.val_dirs"}
 # How many times a training example whose file fails to decode is replaced by the next file
 # before giving up (only reachable when most of the data set is unreadable).
 _MAX_SUBSTITUTIONS = 32
 # Budget of the decoded-image cache of the training pipeline, per process or grain worker (MiB;
 # config key data.cache_mb). The default training sets decoded take about 0.54 GB.
 DEFAULT_CACHE_MB = 3072
-
-
-class DataConfigError(ValueError):
-    """The configured data cannot be used (missing folder, no images, a test set for training).
-
-    The message says which config key to change, e.g. ``--config.data.train_dirs=/a,/b``.
-    """
-
-
-# --------------------------------------------------------------------------------------------
-# Folders and files
-
-
-def default_shared_dir() -> pathlib.Path:
-    """``../shared/datasets`` next to the repository root (``<repo>/../shared/datasets``).
-
-    The checkout is laid out as ``<root>/main`` (this repository) beside ``<root>/shared``; the
-    data sets live in ``<root>/shared/datasets`` and are never downloaded.
-
-    Returns:
-        The resolved folder.
-
-    Raises:
-        DataConfigError: the folder does not exist; the message names the config keys to set.
-    """
-    shared = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    if not shared.is_dir():
-        raise DataConfigError(
-            f"no data folder at {shared} (the default is ../shared/datasets next to the "
-            "repository); point the config at your images instead: "
-            "--config.data.train_dirs=/path/a,/path/b --config.data.val_dirs=/path/c"
-        )
-    return shared
-
-
-def parse_dirs(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Normalises a config value to a tuple of folder names.
-
-    Config files may hold a tuple/list of paths, and the command line gives a comma-separated
-    string (``--config.data.train_dirs=/a,/b``); both are accepted. Empty entries are dropped.
-
-    Args:
-        value: ``None``, a comma-separated string, or a sequence of strings/paths.
-
-    Returns:
-        The folders, in the given order (possibly empty).
-    """
-    if value is None:
-        return ()
-    if isinstance(value, str | os.PathLike):
-        items: Iterable[str] = os.fspath(value).split(",")
-    else:
-        items = (os.fspath(v) for v in value)
-    return tuple(s.strip() for s in items if s.strip())
-
-
-def resolve_dirs(value: str | Sequence[str] | None, *, purpose: str) -> tuple[str, ...]:
-    """The folders for ``purpose`` ("train" or "val"): the configured ones, or the defaults.
-
-    Args:
-        value: ``config.data.train_dirs`` or ``config.data.val_dirs`` (string or sequence); empty
-            means the default sets under :func:`default_shared_dir`.
-        purpose: ``"train"`` or ``"val"``.
-
-    Returns:
-        Folder paths as strings.
-
-    Raises:
-        DataConfigError: the defaults are needed but ``../shared/datasets`` (or one of its sets)
-            is missing.
-    """
-    if purpose not in _CONFIG_KEYS:
-        raise ValueError(f"purpose must be 'train' or 'val', got {purpose!r}")
-    dirs = parse_dirs(value)
-    if dirs:
-        return dirs
-    shared = default_shared_dir()
-    names = TRAIN_SETS if purpose == "train" else VAL_SETS
-    return tuple(str(shared / name) for name in names)
-
-
-def _refuse_test_sets(paths: Iterable[str], purpose: str) -> None:
-    key = _CONFIG_KEYS.get(purpose, "data.train_dirs")
-    for path in paths:
-        parts = [part.lower() for part in pathlib.Path(os.path.abspath(path)).parts]
-        hit = next((name for name in TEST_ONLY_SETS if name in parts), None)
-        if hit is None and _KODAK_FILE.match(pathlib.Path(path).name):
-            hit = "kodak"
-        if hit is not None:
-            raise DataConfigError(
-                f"{path}: {hit} is a test set and is never used for {purpose}ing "
-                f"(never train or tune on Kodak or McMaster); remove it from "
-                f"{key} (e.g. --config.{key}=/path/a,/path/b)"
-            )
-
-
-def find_images(
-    dirs: str | Sequence[str],
-    *,
-    purpose: str | None = None,
-) -> list[str]:
-    """All image files under ``dirs``, recursively, sorted: the same list on every host and run.
-
-    Extensions (case-insensitive): .png .jpg .jpeg .tif .tiff .webp .bmp. Hidden files and
-    folders (name starting with ".") are ignored, so editor/OS litter and half-written temporary
-    files are never read. Symlinked folders are followed. A file reached through two of the given
-    folders is listed once.
-
-    Args:
-        dirs: folders (sequence, or one comma-separated string as on the command line).
-        purpose: ``"train"`` or ``"val"`` refuses Kodak/McMaster (test sets) and names the
-            matching config key in errors; ``None`` (evaluation) accepts any folder.
-
-    Returns:
-        Sorted file paths (as given, joined with the relative path inside each folder).
-
-    Raises:
-        DataConfigError: no folder given, a folder is missing or is not a folder, a folder holds
-            no images, or a test set is used for training/validation.
-    """
-    key = _CONFIG_KEYS.get(purpose or "")
-    hint = f"; set --config.{key}=/path/a,/path/b" if key else ""
-    folders = parse_dirs(dirs)
-    if not folders:
-        raise DataConfigError(f"no image folders given{hint}")
-    if purpose is not None:
-        _refuse_test_sets(folders, purpose)
-    found: dict[str, str] = {}
-    for folder in folders:
-        root = pathlib.Path(folder)
-        if not root.exists():
-            raise DataConfigError(f"image folder {folder} does not exist{hint}")
-        if not root.is_dir():
-            raise DataConfigError(f"{folder} is not a folder{hint}")
-        count = 0
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                path = os.path.join(dirpath, name)
-                found.setdefault(os.path.realpath(path), path)
-                count += 1
-        if count == 0:
-            raise DataConfigError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}{hint}")
-    files = sorted(found.values())
-    if purpose is not None:
-        _refuse_test_sets(files, purpose)
-    return files
-
-
-@dataclasses.dataclass(frozen=True)
-class FileCheck:
-    """What a header check of a file list found: the usable files and what was left out, why.
-
-    Attributes:
-        usable: files whose header is readable and whose size fits (input order kept).
-        too_small: files with a side shorter than the crop.
-        unreadable: ``(path, reason)`` for files that are not usable images.
-    """
-
-    usable: tuple[str, ...]
-    too_small: tuple[str, ...]
-    unreadable: tuple[tuple[str, str], ...]
-
-    @property
-    def skipped(self) -> int:
-        """Number of files left out."""
-        return len(self.too_small) + len(self.unreadable)
-
-
-def check_images(
-    files: Sequence[str],
-    *,
-    min_size: int = 0,
-    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
-    what: str = "images",
-) -> FileCheck:
-    """Sorts ``files`` into usable / too small / unreadable from their headers (no decoding).
-
-    Logs one warning with the counts and a few examples when anything is left out, so a
-    misconfigured folder is visible without flooding the log.
-
-    Args:
-        files: image paths.
-        min_size: shortest side needed (the crop); 0 accepts any size.
-        max_pixels: decompression-bomb limit of :func:`swinjax.imageio.load_image`.
-        what: name used in the warning (e.g. "training images").
-
-    Returns:
-        The :class:`FileCheck`.
-    """
-    usable: list[str] = []
-    small: list[str] = []
-    bad: list[tuple[str, str]] = []
-    for path in files:
-        try:
-            height, width = imageio.image_size(path, max_pixels=max_pixels)
-        except imageio.ImageError as err:
-            bad.append((path, str(err)))
-            continue
-        if min(height, width) < min_size:
-            small.append(path)
-        else:
-            usable.append(path)
-    result = FileCheck(tuple(usable), tuple(small), tuple(bad))
-    if result.skipped:
-        examples = [f"{p} (smaller than {min_size} px)" for p in small[:3]]
-        examples += [reason for _, reason in bad[:3]]
-        log.warning(
-            "%s: skipped %d of %d files (%d smaller than %d px, %d unreadable), e.g. %s",
-            what,
-            result.skipped,
-            len(files),
-            len(small),
-            min_size,
-            len(bad),
-            "; ".join(examples),
-        )
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,87 +294,7 @@ def train_pipeline(
     max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
     cache_mb: float = DEFAULT_CACHE_MB,
 ) -> grain.IterDataset:
-    """The training pipeline as a grain ``IterDataset``; :func:`train_dataset` iterates it.
-
-    See :func:`train_dataset` for the arguments and policies.
-
-    Returns:
-        An infinite ``IterDataset`` of ``{"x": float32 [global_batch // shard_count, crop, crop,
-        3]}``.
-    """
-    if crop <= 0:
-        raise ValueError(f"crop must be positive, got {crop}")
-    if global_batch <= 0 or shard_count <= 0 or global_batch % shard_count:
-        raise ValueError(
-            f"global_batch ({global_batch}) must be a positive multiple of the number of "
-            f"processes ({shard_count})"
-        )
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    if small_images not in ("skip", "upscale"):
-        raise ValueError(f"small_images must be 'skip' or 'upscale', got {small_images!r}")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    if not cache_mb >= 0:
-        raise ValueError(f"cache_mb must be >= 0 (0 disables the cache), got {cache_mb}")
-    _refuse_test_sets(files, "train")
-    checked = check_images(
-        files,
-        min_size=crop if small_images == "skip" else 0,
-        max_pixels=max_pixels,
-        what="training images",
-    )
-    if not checked.usable:
-        raise DataConfigError(
-            f"none of the {len(files)} training files is usable (all unreadable or smaller than "
-            f"the {crop} px crop); set --config.data.train_dirs=/path/a,/path/b"
-        )
-    per_process = global_batch // shard_count
-    augment = _RandomCropFlipRotate(
-        checked.usable,
-        crop,
-        upscale_small=small_images == "upscale",
-        max_pixels=max_pixels,
-        cache_bytes=int(cache_mb * 2**20),
-    )
-    ds = (
-        _example_order(len(checked.usable), seed)
-        .random_map(augment)  # seeded by the global example index
-        # Per-process pieces of global batches: global batch k is the concatenation of the
-        # pieces k*P .. k*P+P-1, and process p takes piece k*P+p.
-        .batch(per_process, drop_remainder=True)
-        .slice(slice(shard_index, None, shard_count))
-        .map(_ToModelBatch())
-    )
-    it_ds = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(prefetch, num_threads))
-    )
-    if num_workers > 0:
-        _ensure_absl_flags_parsed()
-        it_ds = it_ds.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch)
-        )
-    return it_ds
-
-
-def train_dataset(
-    files: Sequence[str],
-    *,
-    crop: int = 256,
-    global_batch: int,
-    seed: int,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    num_workers: int = 0,
-    num_threads: int = 4,
-    prefetch: int = 2,
-    small_images: str = "skip",
-    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
-    cache_mb: float = DEFAULT_CACHE_MB,
-) -> grain.DatasetIterator:
-    """Infinite iterator of this process's share of shuffled, augmented global training batches.
+    """The training pipeline: this process's share of shuffled, augmented global batches.
 
     Every example is a random ``crop x crop`` window of a random image, flipped horizontally with
     probability 1/2 and rotated by a uniformly drawn multiple of 90 degrees (crops are square, so
@@ -635,32 +338,80 @@ def train_dataset(
             again. The batches are the same with any value.
 
     Returns:
-        A grain ``DatasetIterator`` of ``{"x": float32 [global_batch // shard_count, crop, crop,
-        3]}`` in ``[0, 1]``, with ``get_state()`` / ``set_state()`` for checkpoints (the state is
-        a small JSON-serialisable dict; ``grain.checkpoint`` handlers store it with Orbax). Call
-        ``close()`` when done and drop the reference: it stops threads and worker processes (an
-        iterator left to interpreter shutdown makes grain print "Exception ignored in __del__").
+        An infinite grain ``IterDataset`` of ``{"x": float32 [global_batch // shard_count, crop,
+        crop, 3]}`` in ``[0, 1]`` (:func:`train_dataset` iterates it).
 
     Raises:
         DataConfigError: a test set is given, or no file is usable.
         ValueError: inconsistent sizes or seeds.
     """
-    return iter(
-        train_pipeline(
-            files,
-            crop=crop,
-            global_batch=global_batch,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            num_workers=num_workers,
-            num_threads=num_threads,
-            prefetch=prefetch,
-            small_images=small_images,
-            max_pixels=max_pixels,
-            cache_mb=cache_mb,
+    if crop <= 0:
+        raise ValueError(f"crop must be positive, got {crop}")
+    if global_batch <= 0 or shard_count <= 0 or global_batch % shard_count:
+        raise ValueError(
+            f"global_batch ({global_batch}) must be a positive multiple of the number of "
+            f"processes ({shard_count})"
         )
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    if small_images not in ("skip", "upscale"):
+        raise ValueError(f"small_images must be 'skip' or 'upscale', got {small_images!r}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if not cache_mb >= 0:
+        raise ValueError(f"cache_mb must be >= 0 (0 disables the cache), got {cache_mb}")
+    refuse_test_sets(files, "train")
+    checked = check_images(
+        files,
+        min_size=crop if small_images == "skip" else 0,
+        max_pixels=max_pixels,
+        what="training images",
     )
+    if not checked.usable:
+        raise DataConfigError(
+            f"none of the {len(files)} training files is usable (all unreadable or smaller than "
+            f"the {crop} px crop); set --config.data.train_dirs=/path/a,/path/b"
+        )
+    per_process = global_batch // shard_count
+    augment = _RandomCropFlipRotate(
+        checked.usable,
+        crop,
+        upscale_small=small_images == "upscale",
+        max_pixels=max_pixels,
+        cache_bytes=int(cache_mb * 2**20),
+    )
+    ds = (
+        _example_order(len(checked.usable), seed)
+        .random_map(augment)  # seeded by the global example index
+        # Per-process pieces of global batches: global batch k is the concatenation of the
+        # pieces k*P .. k*P+P-1, and process p takes piece k*P+p.
+        .batch(per_process, drop_remainder=True)
+        .slice(slice(shard_index, None, shard_count))
+        .map(_ToModelBatch())
+    )
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(prefetch, num_threads))
+    )
+    if num_workers > 0:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch)
+        )
+    return it_ds
+
+
+def train_dataset(files: Sequence[str], **options: Any) -> grain.DatasetIterator:
+    """Iterates :func:`train_pipeline` (same arguments): this process's training batches.
+
+    Returns:
+        A grain ``DatasetIterator`` with ``get_state()`` / ``set_state()`` for checkpoints (a
+        small JSON-serialisable dict; ``grain.checkpoint`` handlers store it with Orbax). Call
+        ``close()`` when done and drop the reference: it stops threads and worker processes (an
+        iterator left to interpreter shutdown makes grain print "Exception ignored in __del__").
+    """
+    return iter(train_pipeline(files, **options))
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -752,7 +503,7 @@ def val_batches(
     """
     if batch <= 0 or crop <= 0:
         raise ValueError(f"batch and crop must be positive, got batch={batch}, crop={crop}")
-    _refuse_test_sets(files, "val")
+    refuse_test_sets(files, "val")
     checked = check_images(files, min_size=crop, max_pixels=max_pixels, what="validation images")
     if not checked.usable:
         raise DataConfigError(

@@ -2,7 +2,7 @@
 
 Optimizers are in :mod:`swinjax.optim`, the terminal and metric records in
 :mod:`swinjax.train_log`, checkpoints in :mod:`swinjax.checkpoint` and the config's checks in
-:func:`swinjax.config_utils.validate_train_config`.
+:func:`swinjax.train_config.validate_train_config`.
 
 The step is one ``jax.jit`` with explicit shardings and a donated state. Random
 draws (lambda per example, quantization noise) come from ``fold_in(seed key, step)`` over global
@@ -26,10 +26,10 @@ import numpy as np
 import optax
 
 from swinjax import losses, sharding
-from swinjax.config_utils import ConfigError, validate_train_config
 from swinjax.lmbda import lmbda_range
 from swinjax.models import build_codec
 from swinjax.optim import freezes_encoder, learning_rate, make_disc_optimizer, make_optimizer
+from swinjax.train_config import ConfigError, validate_train_config
 from swinjax.train_log import MetricsWriter, log, progress_line, validation_line
 
 

@@ -139,7 +139,9 @@ def test_default_training_files_include_the_train_hr_subfolders():
 
 
 def test_missing_shared_folder_names_the_config_keys(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "__file__", str(tmp_path / "repo" / "swinjax" / "data.py"))
+    from swinjax import image_files
+
+    monkeypatch.setattr(image_files, "__file__", str(tmp_path / "repo" / "swinjax" / "data.py"))
     with pytest.raises(DataConfigError, match=r"--config\.data\.train_dirs=/path/a,/path/b"):
         data.resolve_dirs("", purpose="train")
 
@@ -338,7 +340,7 @@ def test_bad_files_are_converted_or_skipped_and_counted(files, tmp_path, caplog)
     (odd / "garbage.jpg").write_bytes(b"garbage" * 100)
     (odd / "empty.png").write_bytes(b"")
     extra += [str(odd / "garbage.jpg"), str(odd / "empty.png")]
-    with caplog.at_level(logging.WARNING, logger="swinjax.data"):
+    with caplog.at_level(logging.WARNING, logger="swinjax"):
         it = _pipeline(files + extra)
         for x in _take(it, 4):
             assert x.shape == (8, CROP, CROP, 3)
@@ -354,7 +356,7 @@ def test_file_failing_mid_run_is_replaced_deterministically(files, tmp_path, cap
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     mixed = sorted(files + [str(truncated)])
-    with caplog.at_level(logging.WARNING, logger="swinjax.data"):
+    with caplog.at_level(logging.WARNING, logger="swinjax"):
         a = _take(_pipeline(mixed), 3)  # 24 examples over 9 files: the bad one is drawn
     assert any("replaced 1 unusable file" in r.getMessage() for r in caplog.records)
     for x, y in zip(a, _take(_pipeline(mixed), 3), strict=True):
@@ -375,7 +377,7 @@ def test_a_file_failing_mid_run_is_read_and_reported_once(files, tmp_path, caplo
 
     monkeypatch.setattr(data.imageio, "load_image", counting)
     mixed = sorted(files + [str(truncated)])
-    with caplog.at_level(logging.WARNING, logger="swinjax.data"):
+    with caplog.at_level(logging.WARNING, logger="swinjax"):
         batches = _take(_pipeline(mixed, cache_mb=0), 9)  # 72 examples over 9 files
     drawn = sum(r == str(truncated) for r in reads)
     warned = [r for r in caplog.records if "unusable" in r.getMessage()]
@@ -446,7 +448,7 @@ def test_val_batches_are_centre_crops_padded_and_masked(tmp_path, caplog):
     images = [_photo(20 + i, 30 - i, seed=i) for i in range(5)]
     paths = [_save(tmp_path / f"v{i}.png", im) for i, im in enumerate(images)]
     paths.append(_save(tmp_path / "small.png", _photo(8, 8, 0)))
-    with caplog.at_level(logging.WARNING, logger="swinjax.data"):
+    with caplog.at_level(logging.WARNING, logger="swinjax"):
         ds = data.val_batches(paths, batch=2, crop=CROP)
     assert "skipped 1 of 6" in caplog.text
     batches = list(ds)

@@ -191,6 +191,70 @@ def test_missing_data_folder_names_the_flag(tmp_path, images, capsys):
     assert "data.train_dirs" in capsys.readouterr().err
 
 
+def test_a_workdir_loads_as_a_model_from_its_parameters_alone(reference_run, tmp_path, monkeypatch):
+    # load_model on a workdir restores the params of its latest checkpoint (no optimizer state,
+    # no Trainer) and caches them as an export, equal to the one training wrote.
+    import shutil
+
+    from swinjax import train_lib
+
+    work = tmp_path / "copy"
+    shutil.copytree(reference_run, work, ignore=shutil.ignore_patterns("export*"))
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("load_model built a Trainer")
+
+    monkeypatch.setattr(train_lib.Trainer, "__init__", no_trainer)
+    loaded = checkpoint.load_model(work)
+    assert loaded.step == STEPS and loaded.path == work / f"export-{STEPS}"
+    got = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(loaded.params))
+    want = flax.traverse_util.flatten_dict(_final_params(reference_run))
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=str(k))
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"crop": 96}, "multiple of"),  # the tiny model's downsampling factor is 64
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"log_every": 0}, "log_every=0"),
+        ({"stage": 2}, "vgg_weights"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors(tmp_path, images, capsys, override, needle):
+    argv = _argv(tmp_path / "w", images, **override)
+    assert train_entry.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
+
+
+def test_the_smallest_crop_comes_from_the_model(tiny):
+    from swinjax.train_config import ConfigError, min_crop, validate_train_config
+
+    small, full = tiny("swincoder"), tiny("swincoder")
+    full.model.g_a.window = 8  # a full model's window: its deepest stage needs 8 tokens a side
+    assert min_crop(small.model) == 64 and min_crop(full.model) == 128
+    full.crop = 64
+    with pytest.raises(ConfigError, match="below 128"):
+        validate_train_config(full, 1)
+    full.crop = 128
+    validate_train_config(full, 1)
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path, images, monkeypatch):
+    # Not a user mistake: a bug must not be reduced to one line.
+    from swinjax import train_lib
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr(train_lib, "train", bug)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        train_entry.main(_argv(tmp_path / "w", images))
+
+
 # Parameters that must never be weight-decayed, by their own name (last key of the path).
 _NEVER_DECAYED = {
     "relative_position_bias_table",

@@ -15,15 +15,28 @@ The price is rate and quality at tile borders (no context or receptive field acr
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from swinjax.coding import container
 from swinjax.coding.container import FormatError
 
-if TYPE_CHECKING:
-    from swinjax.compression import ImageCodec
+
+class ImageCodec(Protocol):
+    """What tiling needs of a codec (:class:`swinjax.compression.ImageCodec` has it)."""
+
+    factor: int
+    max_pixels: int
+
+    def compress(self, image: np.ndarray, lmbda: float | None = None) -> bytes:
+        """A swinjax file of ``image``."""
+        ...
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """The image of a swinjax file."""
+        ...
+
 
 TILED_MAGIC = b"SWJT"
 TILED_VERSION = 1

@@ -132,7 +132,7 @@ def _perceptual_metric(fn: Callable[..., Any], params: Any) -> PerceptualMetric:
 
 
 def _images(data: str, max_images: int | None) -> list[pathlib.Path]:
-    from swinjax.data import DataConfigError, find_images
+    from swinjax.image_files import DataConfigError, find_images
 
     p = pathlib.Path(data)
     if data == DEFAULT_DATA and not p.exists():  # run from elsewhere: next to the repository
