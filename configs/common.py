@@ -27,6 +27,13 @@ def add_training(c: ml_collections.ConfigDict, *, total_steps: int) -> None:
     # TensorBoard event files in workdir/tensorboard beside metrics.jsonl, when tensorboardX is
     # installed (pip install 'swinjax[tensorboard]'; no TensorFlow needed). Process 0 only.
     c.tensorboard = True
+    # Computation dtype of the transforms in training: "float32" or "bfloat16" (mixed precision:
+    # parameters, optimizer state, losses, rates and entropy parameters stay float32; see
+    # swinjax/precision.py). Exports and inference are float32 either way.
+    c.dtype = "float32"
+    # Layer formulation: "auto" (hand-written kernels on the CPU backend, plain JAX on GPU/TPU),
+    # "cpu" or "generic" (swinjax/layers/ops.py).
+    c.kernels = "auto"
     c.init_from = ""  # a workdir or export to start from (perceptual stages)
     c.stage = 1  # 1: rate-distortion; 2: + VGG perceptual/style; 3: + adversarial
     c.perceptual = ml_collections.ConfigDict(

@@ -378,3 +378,176 @@ def test_adaln_output_depends_on_the_embedding(fast):
     assert np.abs(y1 - y2).max() > 1e-3
     # Modulation is per example: example 0 does not see example 1's embedding.
     np.testing.assert_array_equal(y1[0], y3[0])
+
+
+# -- hand-written CPU kernels vs the plain JAX formulation ---------------------------------------
+
+
+def _both_paths(fast, fn, *args):
+    """``fn(*args)`` traced once with the CPU kernels and once with the generic formulation."""
+    from swinjax.layers.ops import kernels
+
+    out = {}
+    for kind in ("cpu", "generic"):
+        with kernels(kind):
+            # A new function object per path: jit's cache does not know the kernel choice.
+            out[kind] = jax.tree.map(np.asarray, fast(lambda *a: fn(*a), *args))
+    return out["cpu"], out["generic"]
+
+
+def _assert_trees_close(a, b, rtol, atol):
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def _value_and_grads(f):
+    """``(f(*args), grad of sum(f * w) w.r.t. every argument)`` with a fixed random cotangent."""
+
+    def run(*args):
+        y, vjp = jax.vjp(f, *args)
+        w = jax.random.normal(jax.random.key(5), y.shape, y.dtype)
+        return y, vjp(w)
+
+    return run
+
+
+def test_cpu_kernels_and_plain_jax_give_the_same_primitives_and_gradients(fast):
+    from swinjax.layers.ops import NormParams, fused_dense, gelu, layer_norm
+
+    x = _normal(0, (3, 5, 24)) * 2.0
+    scale, bias = 1.0 + 0.3 * _normal(1, (24,)), _normal(2, (24,))
+    kernel, dbias = _normal(3, (24, 16)) / 5.0, _normal(4, (16,))
+
+    def ln_dense(x, s, b, k, c):
+        return fused_dense(x, k, c, norm=NormParams(s, b, 1e-5))
+
+    cases = {
+        "gelu": (gelu, (x,)),
+        "layer_norm": (lambda x, s, b: layer_norm(x, s, b, 1e-5), (x, scale, bias)),
+        "fused_dense(norm)": (ln_dense, (x, scale, bias, kernel, dbias)),
+        "fused_dense(gelu)": (
+            lambda x, k, c: fused_dense(x, k, c, activation="gelu"),
+            (x, kernel, dbias),
+        ),
+    }
+    for name, (f, args) in cases.items():
+        cpu, generic = _both_paths(fast, _value_and_grads(f), *args)
+        try:
+            _assert_trees_close(cpu, generic, rtol=2e-5, atol=2e-5)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_cpu_attention_backward_pass_matches_autodiff(fast, with_bias):
+    from swinjax.layers.attention import window_attention_core
+
+    grid, heads, n, d = (2, 2, 3), 2, 8, 4
+    w = grid[0] * grid[1] * grid[2]
+    q, k, v = (_normal(s, (w, heads, n, d)) for s in (0, 1, 2))
+    bias = _normal(3, (heads, n, n)) if with_bias else None
+    mask = np.where(np.random.default_rng(4).random((grid[1], grid[2], n, n)) < 0.3, -1e9, 0.0)
+    mask[..., np.arange(n), np.arange(n)] = 0.0  # every query keeps a key
+    mask = mask.astype(np.float32)
+
+    def f(q, k, v, *b):
+        return window_attention_core(q, k, v, b[0] if b else None, mask, grid)
+
+    args = (q, k, v, bias) if with_bias else (q, k, v)
+    cpu, generic = _both_paths(fast, _value_and_grads(f), *args)
+    _assert_trees_close(cpu, generic, rtol=2e-5, atol=2e-5)
+
+
+def _random_params(abstract, seed):
+    """Random parameters of the shapes in ``abstract`` (cheaper than compiling an init)."""
+    rng = np.random.default_rng(seed)
+
+    def make(path, leaf):
+        name = str(getattr(path[-1], "key", ""))
+        if name in ("scale", "layer_scale"):
+            return (1.0 + 0.2 * rng.normal(size=leaf.shape)).astype(np.float32)
+        fan_in = leaf.shape[0] if leaf.ndim == 2 else 9 if leaf.ndim == 3 else 10
+        return (rng.normal(size=leaf.shape) / math.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(make, abstract)
+
+
+def test_both_layer_paths_train_the_transforms_alike(fast):
+    """A small g_a -> g_s (merges, shifted padded windows, linear and convolutional attention,
+    AdaLN, splits): the same loss and parameter gradients from both layer formulations."""
+    from swinjax.transforms import Analysis, Synthesis
+
+    g_a = Analysis((8, 16), (0, 2), (1, 2), window=4, out_channels=12, adaln=True)
+    g_s = Synthesis(
+        (16, 8),
+        (2, 0),
+        (2, 1),
+        window=4,
+        out_channels=3,
+        in_proj=True,
+        adaln=True,
+        projection="dw",
+        relative_position_bias=False,
+    )
+    x = np.random.default_rng(0).random((2, 40, 24, 3), np.float32)  # 10x6 latent: padding
+    emb = _normal(1, (2, 16))
+    y = jax.ShapeDtypeStruct((2, 10, 6, 12), jnp.float32)
+    abstract = {
+        "g_a": jax.eval_shape(lambda: g_a.init(jax.random.key(0), x, emb)),
+        "g_s": jax.eval_shape(lambda: g_s.init(jax.random.key(0), jnp.zeros(y.shape), emb)),
+    }
+    params = _random_params(abstract, 2)
+
+    def loss_and_grads(params, x):
+        def loss(p):
+            x_hat = g_s.apply(p["g_s"], g_a.apply(p["g_a"], x, emb), emb)
+            return jnp.mean(jnp.square(x_hat - x))
+
+        return jax.value_and_grad(loss)(params)
+
+    cpu, generic = _both_paths(fast, loss_and_grads, params, x)
+    np.testing.assert_allclose(cpu[0], generic[0], rtol=1e-5)
+    scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(cpu[1]))
+    assert scale > 0
+    _assert_trees_close(cpu[1], generic[1], rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_kernels_auto_follows_the_platform_and_rejects_unknown_names():
+    from swinjax.layers.ops import kernels, use_cpu_kernels
+
+    assert jax.default_backend() == "cpu"
+    assert use_cpu_kernels()
+    with kernels("generic"):
+        assert not use_cpu_kernels()
+        with kernels("auto"), jax.default_device(jax.devices("cpu")[0]):
+            assert use_cpu_kernels()
+    with kernels("cpu"):
+        assert use_cpu_kernels()
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        with kernels("gpu"):
+            pass
+
+
+def test_layer_norm_params_has_the_parameters_of_layer_norm(fast):
+    """A module written with LayerNormParams + Dense(norm=) loads LayerNorm's checkpoints."""
+    from swinjax.layers.ops import Dense, LayerNorm, LayerNormParams
+
+    x = _normal(0, (2, 3, 8))
+    fused = LayerNormParams(name="norm")
+    plain = LayerNorm(name="norm")
+    pf = fast(lambda: fused.init(jax.random.key(0), 8))
+    pp = fast(lambda x: plain.init(jax.random.key(0), x), x)
+    assert jax.tree.map(np.shape, pf) == jax.tree.map(np.shape, pp)
+    pp = jax.tree.map(lambda a: a + _normal(1, a.shape), pp)  # non-trivial scale and bias
+    dense = Dense(5)
+    pd = fast(lambda x: dense.init(jax.random.key(1), x), x)
+
+    def both(x):
+        norm = fused.apply(pp, 8)
+        return dense.apply(pd, x, norm=norm), dense.apply(pd, plain.apply(pp, x))
+
+    a, b = fast(both, x)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swinjax.layers.ops import Dense
+from swinjax.layers.ops import Dense, use_cpu_kernels
 from swinjax.layers.windows import relative_position_index, window_partition, window_reverse
 
 Projection = Literal["linear", "dw", "dw_pw"]
@@ -129,9 +129,12 @@ def window_attention_core(
     Returns:
         ``[B * nH * nW, heads, N, d]``; logits and softmax are float32.
 
-    The backward pass uses ``rowsum(dP * P) = rowsum(dO * O)`` (as FlashAttention does) and keeps
-    every operand in the head-major layout above, which XLA's CPU backend maps to batched GEMMs
-    without transposing the ``N x M`` probability matrices.
+    With the hand-written CPU kernels (:func:`~swinjax.layers.ops.kernels`) the backward pass is
+    written out: it uses ``rowsum(dP * P) = rowsum(dO * O)`` (as FlashAttention does, Dao et al.
+    2022) and keeps every operand in the head-major layout above, which XLA's CPU backend maps to
+    batched GEMMs without transposing the ``N x M`` probability matrices. Elsewhere JAX
+    differentiates the forward pass, which XLA's GPU and TPU backends fuse better than an opaque
+    custom derivative.
     """
     b, nh, nw = grid
     heads, n, m = q.shape[1], q.shape[2], k.shape[2]
@@ -148,6 +151,9 @@ def window_attention_core(
             s = s.reshape(-1, heads, n, m)
         e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
         return e / jnp.sum(e, axis=-1, keepdims=True)
+
+    if not use_cpu_kernels():
+        return jnp.einsum("whqk,whkd->whqd", probs(q, k, bias).astype(dtype), v)
 
     @jax.custom_vjp
     def core(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from swinjax.layers.attention import Projection, WindowAttention, effective_kv_stride
-from swinjax.layers.ops import Dense, LayerNorm
+from swinjax.layers.ops import Dense, LayerNorm, LayerNormParams, NormParams
 from swinjax.layers.windows import shifted_window_mask
 
 
@@ -43,10 +43,10 @@ class Mlp(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, norm: tuple | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, norm: NormParams | None = None) -> jax.Array:
         """Applies Dense -> GELU -> Dense on the last axis.
 
-        ``norm`` (LayerNorm parameters, see :meth:`LayerNorm.__call__`) normalises ``x`` first,
+        ``norm`` (a :class:`~swinjax.layers.ops.LayerNormParams` output) normalises ``x`` first,
         fused into ``fc1``; GELU is fused into ``fc2`` (:func:`~swinjax.layers.ops.fused_dense`).
         """
         c = x.shape[-1]
@@ -101,7 +101,7 @@ class SwinBlock(nn.Module):
             name="attn",
         )(y, win, shift, mask)
         x = x + y[:, :h, :w, :]
-        norm2 = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm2")(x, params_only=True)
+        norm2 = LayerNormParams(epsilon=1e-5, name="norm2")(c)
         return x + Mlp(int(round(c * self.mlp_ratio)), self.dtype, name="mlp")(x, norm=norm2)
 
 

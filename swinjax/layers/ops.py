@@ -1,8 +1,17 @@
-"""Elementwise building blocks with hand-written derivatives: exact GELU and LayerNorm.
+"""Dense, LayerNorm and GELU in two formulations: hand-written CPU kernels and plain JAX.
 
-Both compute the same functions as ``flax.linen.gelu(approximate=False)`` and
-``flax.linen.LayerNorm`` (up to float rounding). They exist for speed on XLA's CPU backend, where
-the transforms are memory-bound outside their matmuls (``benchmarks/transforms.py``):
+Both formulations compute the same functions as ``flax.linen.Dense``,
+``flax.linen.LayerNorm`` and ``flax.linen.gelu(approximate=False)`` (up to float rounding; tested
+for values and gradients in ``tests/test_layers.py``), with the same parameters.
+
+**Which one runs.** :func:`use_cpu_kernels` decides when a function is traced: the hand-written
+kernels on XLA's CPU backend (the platform of ``jax.default_device`` if one is set, else
+``jax.default_backend()``), the plain formulation on GPUs and TPUs. :func:`kernels` overrides the
+choice (``"cpu"`` or ``"generic"``) for what is traced inside it; training sets it from the
+config key ``kernels``.
+
+**Why two.** On XLA's CPU backend the transforms are memory-bound outside their matmuls
+(``benchmarks/transforms.py``), and the kernels below trade arithmetic for memory traffic:
 
 * :func:`gelu` evaluates the exact GELU ``x Phi(x)`` through ``erf`` instead of ``erfc`` (JAX's
   ``erfc`` lowers to a piecewise approximation with an ``exp`` and selects, ``erf`` to one rational
@@ -12,30 +21,98 @@ the transforms are memory-bound outside their matmuls (``benchmarks/transforms.p
 * :func:`layer_norm` computes mean and variance in one pass and has the textbook backward pass
   ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` with ``g = dy * scale``: two reductions per token
   instead of the five or six that differentiating the forward pass produces. The per-token
-  reductions are matrix-vector products (see :func:`_row_mean`); XLA's cost analysis counts them
-  as two flops per element instead of one, a negligible change of the reported flops.
+  reductions are matrix-vector products at ``Precision.HIGHEST`` (see :func:`_row_mean`); XLA's
+  cost analysis counts them as two flops per element instead of one.
+* :func:`fused_dense` recomputes a LayerNorm or GELU prologue in the backward pass instead of
+  keeping its output alive (XLA CPU page-faults every byte of its temporary buffer each step).
+
+On a GPU or TPU none of this pays: a custom derivative is opaque to XLA's fusion of the backward
+pass with its neighbours, reductions are cheap, and a ``HIGHEST``-precision matmul runs as several
+bfloat16 passes on a TPU (or in full float32 instead of TF32 on a GPU), so there the plain
+composition of ``jnp`` operations, differentiated by JAX, is used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+#: Values of the config key ``kernels`` and of :func:`kernels`.
+KERNELS: tuple[str, ...] = ("auto", "cpu", "generic")
+
+# Read at trace time only. A context variable, not a module global, so that two threads tracing
+# with different choices do not see each other's.
+_KERNELS: contextvars.ContextVar[str] = contextvars.ContextVar("swinjax_kernels", default="auto")
+
+
+@contextlib.contextmanager
+def kernels(kind: str) -> Iterator[None]:
+    """Selects the layer formulation for everything traced inside the block.
+
+    Args:
+        kind: ``"auto"`` (hand-written kernels on the CPU backend only), ``"cpu"`` (always the
+            hand-written kernels) or ``"generic"`` (always plain JAX).
+
+    A function that ``jax.jit`` already compiled keeps the formulation it was traced with (the
+    choice is not part of jit's cache key); both give the same values up to rounding.
+    """
+    if kind not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, got {kind!r}")
+    token = _KERNELS.set(kind)
+    try:
+        yield
+    finally:
+        _KERNELS.reset(token)
+
+
+def target_platform() -> str:
+    """Platform computations traced now will run on: ``jax.default_device``'s, else the default.
+
+    ``jax.default_device`` is part of jit's cache key, so a program traced for another device
+    (a CPU decode in a GPU process) is traced again, with that platform's choice.
+    """
+    device = jax.config.jax_default_device
+    if device is None:
+        return jax.default_backend()
+    return device.platform if hasattr(device, "platform") else str(device)
+
+
+def use_cpu_kernels() -> bool:
+    """Whether the layers traced now use the hand-written CPU kernels (see :func:`kernels`)."""
+    kind = _KERNELS.get()
+    if kind == "auto":
+        return target_platform() == "cpu"
+    return kind == "cpu"
+
+
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-@jax.custom_jvp
 def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU, ``x * Phi(x)``; same function as ``nn.gelu(x, approximate=False)``."""
+    """Exact (erf) GELU ``x * Phi(x)`` (Hendrycks & Gimpel 2016): ``nn.gelu(approximate=False)``.
+
+    The hand-written CPU kernel (analytic derivative) or ``jax.nn.gelu``, see :func:`kernels`.
+    """
+    if use_cpu_kernels():
+        return _gelu_cpu(x)
+    return jax.nn.gelu(x, approximate=False)
+
+
+@jax.custom_jvp
+def _gelu_cpu(x: jax.Array) -> jax.Array:
     return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
 
 
-@gelu.defjvp
+@_gelu_cpu.defjvp
 def _gelu_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
     cdf = 0.5 * (1.0 + jax.lax.erf(x * _SQRT_HALF))
@@ -96,14 +173,33 @@ _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 def layer_norm(
     x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, eps: float = 1e-5
 ) -> jax.Array:
-    """LayerNorm over the last axis with optional affine ``scale`` / ``bias`` of shape ``[C]``.
+    """LayerNorm over the last axis (Ba et al. 2016) with optional affine ``scale`` / ``bias [C]``.
 
-    Statistics are float32; the result has the dtype of ``x``.
+    Statistics are float32 whatever the dtype of ``x`` (bfloat16's 8-bit mantissa would make the
+    variance of a wide token noisy); the result has the dtype of ``x``. The hand-written CPU
+    kernel or plain ``jnp`` (two-pass variance), see :func:`kernels`.
     """
     c = x.shape[-1]
     scale = jnp.ones((c,), jnp.float32) if scale is None else scale.astype(jnp.float32)
     bias = jnp.zeros((c,), jnp.float32) if bias is None else bias.astype(jnp.float32)
-    return _layer_norm(x, scale, bias, eps)
+    if use_cpu_kernels():
+        return _layer_norm(x, scale, bias, eps)
+    return _layer_norm_generic(x, scale, bias, eps)
+
+
+def _layer_norm_generic(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
+
+
+class NormParams(NamedTuple):
+    """A LayerNorm's parameters, to be applied as the prologue of a :class:`Dense` (``norm=``)."""
+
+    scale: jax.Array | None
+    bias: jax.Array | None
+    epsilon: float
 
 
 class LayerNorm(nn.Module):
@@ -122,24 +218,38 @@ class LayerNorm(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, params_only: bool = False) -> jax.Array | tuple:
-        """Normalises ``x [..., C]`` over C.
-
-        With ``params_only=True`` it returns ``(scale, bias, epsilon)`` instead (``None`` for an
-        unused affine part), to be fused into a following :class:`Dense` (its ``norm=``).
-        """
-        c = x.shape[-1]
-        scale = (
-            self.param("scale", nn.initializers.ones, (c,), jnp.float32) if self.use_scale else None
-        )
-        bias = (
-            self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else None
-        )
-        if params_only:
-            return scale, bias, self.epsilon
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Normalises ``x [..., C]`` over C."""
+        scale, bias, eps = _norm_params(self, x.shape[-1], self.use_scale, self.use_bias)
         # nn.LayerNorm's output dtype: the given dtype, else the input promoted with the params.
         x = x.astype(self.dtype or jnp.promote_types(x.dtype, jnp.float32))
-        return layer_norm(x, scale, bias, self.epsilon)
+        return layer_norm(x, scale, bias, eps)
+
+
+class LayerNormParams(nn.Module):
+    """A LayerNorm that only creates its parameters, for a following ``Dense(norm=...)``.
+
+    The parameters (``scale``, ``bias``) and their names are those of :class:`LayerNorm`, so a
+    module written either way loads the other's checkpoints; the normalisation itself runs inside
+    :func:`fused_dense`.
+    """
+
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, features: int) -> NormParams:
+        """The :class:`NormParams` of a LayerNorm over ``features`` channels."""
+        return NormParams(*_norm_params(self, features, self.use_scale, self.use_bias))
+
+
+def _norm_params(
+    module: LayerNorm | LayerNormParams, c: int, use_scale: bool, use_bias: bool
+) -> tuple[jax.Array | None, jax.Array | None, float]:
+    scale = module.param("scale", nn.initializers.ones, (c,), jnp.float32) if use_scale else None
+    bias = module.param("bias", nn.initializers.zeros, (c,), jnp.float32) if use_bias else None
+    return scale, bias, module.epsilon
 
 
 def _gelu_grad(x: jax.Array) -> jax.Array:
@@ -172,23 +282,24 @@ def fused_dense(
     x: jax.Array,
     kernel: jax.Array,
     bias: jax.Array | None,
-    norm: tuple | None = None,
+    norm: NormParams | None = None,
     activation: str | None = None,
 ) -> jax.Array:
     """``prologue(x) @ kernel + bias`` whose prologue output is recomputed in the backward pass.
 
-    The prologue is a LayerNorm (``norm=(scale, bias, eps)``, either affine part may be None) or
-    the exact GELU (``activation="gelu"``). A plain composition keeps the prologue output alive
-    from the forward to the backward pass for the weight gradient, next to the prologue input that
-    its own derivative needs; recomputing it (a cheap elementwise pass) instead keeps one
-    activation less in memory. On XLA's CPU backend every byte of that memory is page-faulted in
-    again on each step, which costs more than the recomputation.
+    The prologue is a LayerNorm (``norm``; either affine part may be None) or the exact GELU
+    (``activation="gelu"``). A plain composition keeps the prologue output alive from the forward
+    to the backward pass for the weight gradient, next to the prologue input that its own
+    derivative needs; recomputing it (a cheap elementwise pass) instead keeps one activation less
+    in memory. On XLA's CPU backend every byte of that memory is page-faulted in again on each
+    step, which costs more than the recomputation. Elsewhere (see :func:`kernels`) it is the plain
+    composition, and XLA's own rematerialisation decides.
 
     Args:
         x: ``[..., C]``.
         kernel: ``[C, F]``.
         bias: ``[F]`` or None.
-        norm: LayerNorm parameters, or None.
+        norm: LayerNorm parameters (:class:`LayerNormParams`), or None.
         activation: ``"gelu"`` or None (exactly one of ``norm`` and ``activation`` is given).
 
     Returns:
@@ -198,6 +309,14 @@ def fused_dense(
         raise ValueError("fused_dense needs exactly one of norm= and activation=")
     if activation not in (None, "gelu"):
         raise ValueError(f"unsupported activation {activation!r}")
+    if not use_cpu_kernels():
+        u = gelu(x) if norm is None else layer_norm(x, norm.scale, norm.bias, norm.epsilon)
+        y = jax.lax.dot_general(
+            u.reshape(-1, x.shape[-1]), kernel.astype(x.dtype), (((1,), (0,)), ((), ()))
+        )
+        if bias is not None:
+            y = y + bias.astype(x.dtype)
+        return y.reshape(*x.shape[:-1], kernel.shape[-1])
     lead, c, f = x.shape[:-1], x.shape[-1], kernel.shape[-1]
     dtype = x.dtype
     x2 = x.reshape(-1, c)
@@ -211,7 +330,7 @@ def fused_dense(
 
     def prologue(x2: jax.Array, s: jax.Array, b: jax.Array, stats: tuple | None) -> jax.Array:
         if norm is None:
-            return gelu(x2)
+            return _gelu_cpu(x2)
         mean, rstd = stats if stats is not None else _ln_stats(x2, eps)
         return ((x2 - mean) * rstd * s + b).astype(dtype)
 
@@ -269,7 +388,7 @@ class Dense(nn.Module):
     operand directly; with ``[B, H, W]`` leading axes its dot canonicalisation first materialises
     a transposed copy of ``dy`` (one extra read and write of the largest activations).
 
-    ``norm=`` (a LayerNorm's ``params_only`` output) or ``activation="gelu"`` applies that
+    ``norm=`` (the output of a :class:`LayerNormParams`) or ``activation="gelu"`` applies that
     function to the input first, fused as in :func:`fused_dense`.
     """
 
@@ -281,7 +400,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, norm: tuple | None = None, activation: str | None = None
+        self, x: jax.Array, norm: NormParams | None = None, activation: str | None = None
     ) -> jax.Array:
         """``[..., C_in]`` -> ``[..., features]``."""
         c = x.shape[-1]

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swinjax.layers.ops import Dense, LayerNorm
+from swinjax.layers.ops import Dense, LayerNorm, LayerNormParams
 
 
 def space_to_depth(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -99,7 +99,7 @@ class PatchMerge(nn.Module):
         if not merged:
             x = space_to_depth(x, 2)
         if self.norm == "pre":
-            norm = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x, params_only=True)
+            norm = LayerNormParams(epsilon=1e-5, name="norm")(x.shape[-1])
             return Dense(self.features, dtype=self.dtype, name="reduction")(x, norm=norm)
         x = Dense(self.features, dtype=self.dtype, name="reduction")(x)
         if self.norm == "post":
@@ -129,7 +129,7 @@ class PatchSplit(nn.Module):
         directly, and the chain is moved to space by one transpose at the end.
         """
         if self.norm:
-            norm = LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x, params_only=True)
+            norm = LayerNormParams(epsilon=1e-5, name="norm")(x.shape[-1])
             x = Dense(4 * self.features, dtype=self.dtype, name="expand")(x, norm=norm)
         else:
             x = Dense(4 * self.features, dtype=self.dtype, name="expand")(x)
