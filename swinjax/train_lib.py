@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from swinjax import losses, sharding
+from swinjax import losses, precision, sharding
 from swinjax.lmbda import lmbda_range
 from swinjax.models import build_codec
 from swinjax.optim import freezes_encoder, learning_rate, make_disc_optimizer, make_optimizer
@@ -62,7 +62,9 @@ class Trainer:
         self.config = config
         self.mesh = mesh or sharding.make_mesh(int(config.mesh.data), int(config.mesh.fsdp))
         validate_train_config(config, self.mesh.size)
-        self.codec = build_codec(config)
+        # Transforms in config.dtype (mixed precision); validation in float32, as files are coded.
+        self.codec = build_codec(config, precision.compute_dtype(config))
+        self.eval_codec = build_codec(config)
         b = int(config.batch_size)
         self.x_shape = (b, int(config.crop), int(config.crop), 3)
         self.stage = int(config.get("stage", 1))
@@ -74,9 +76,10 @@ class Trainer:
         abstract = jax.eval_shape(self._init_state, jax.random.key(0))
         self.state_shardings = sharding.tree_shardings(self.mesh, abstract)
         self.abstract_state = abstract
-        self._init = jax.jit(self._init_state, out_shardings=self.state_shardings)
+        kernels = functools.partial(precision.with_kernels, config)  # layer kernels of config
+        self._init = jax.jit(kernels(self._init_state), out_shardings=self.state_shardings)
         self._step = jax.jit(
-            self._train_step,
+            kernels(self._train_step),
             in_shardings=(
                 self.state_shardings,
                 self.batch_sharding,
@@ -87,7 +90,7 @@ class Trainer:
             donate_argnums=(0,),
         )
         self._eval = jax.jit(
-            self._eval_step,
+            kernels(self._eval_step),
             in_shardings=(self.state_shardings.params, self.batch_sharding, self.replicated),
             out_shardings=self.replicated,
         )
@@ -260,7 +263,7 @@ class Trainer:
 
     def _eval_step(self, params: Any, x: jax.Array, lmbda: jax.Array) -> dict[str, jax.Array]:
         lm = jnp.full((x.shape[0],), lmbda, jnp.float32)
-        out = self.codec.apply(params, x, lm, deterministic=True)
+        out = self.eval_codec.apply(params, x, lm, deterministic=True)
         dist = losses.mse(x, out["x_hat"])
         rate = losses.bpp(out["y_likelihoods"], out["z_likelihoods"], x.shape[1] * x.shape[2])
         return {"bpp": rate, "psnr_db": losses.psnr_db(dist)}
