@@ -224,16 +224,15 @@ def codec_times(name: str, image_path: str, repeats: int) -> dict[str, Any]:
     lm_arr = ic._lm_array(ic._lmbda(lm))
     y, z = ic._front(ic.params, x, lm_arr)
     z_sym = ic._z_symbols(ic.params, z)
-    hyper, _ = ic._hyper(ic.params, z_sym)
     z_np = np.asarray(z_sym)[0]
     jobs = [(ic.z_coder, z_np, ic._z_indexes(z_np.shape))]
-    y_hat = jnp.zeros_like(y)
-    masks = ic._masks(y.shape[1], y.shape[2])
-    for k in range(masks.shape[0]):
-        mu, _, idx = ic._group_params(ic.params, hyper, y_hat, k, lm_arr)
-        sym = ic._y_symbols(y, mu)
-        jobs.append((ic.y_coder, np.asarray(sym)[0][masks[k]], np.asarray(idx)[0][masks[k]]))
-        y_hat = ic._fill(ic.params, hyper, y_hat, k, sym, mu, lm_arr)
+
+    def code(k: int, gp: Any) -> Any:
+        sym = ic._y_symbols[k](ic.params64, y, gp.mu)
+        jobs.append((ic.y_coder, np.asarray(sym)[0], np.asarray(gp.index)[0]))
+        return sym
+
+    ic._groups(z_sym, lm_arr, code)
     streams = [c.encode(sy, ix) for c, sy, ix in jobs]
     t_enc = median_seconds(lambda: [c.encode(sy, ix) for c, sy, ix in jobs], repeats)
     t_dcd = median_seconds(

@@ -1,24 +1,61 @@
 """Compress images to swinjax files and back: the library API behind the CLI and evaluation.
 
-Every step that decides what is coded is one jitted function shared by the encoder, the decoder
-and :meth:`ImageCodec.forward_eval` (README: file format):
+The group loop
+--------------
+Compress, decompress and :meth:`ImageCodec.forward_eval` run one loop (:meth:`ImageCodec._groups`)
+over the groups / slices of y, with the same jitted programs:
 
-* ``front``: ``y = g_a(x)``, ``z = h_a(y)`` (encoder only);
-* ``z_symbols`` / ``hyper``: z quantized around the factorized prior's medians, ``h_s(z_hat)``;
-* ``group_params``: for group k, the mean, the scale and the scale *index* of every element,
-  from the hyperprior and the groups already decoded;
-* ``fill``: writes group k's dequantized values (plus ChARM's LRP) into ``y_hat``;
-* ``synthesis``: ``x_hat = g_s(y_hat)``.
+* ``front``: ``y = g_a(x)``, ``z = h_a(y)`` (encoder only, float32);
+* ``hyper``: ``z_hat`` from the z symbols, ``h_s(z_hat)`` and the context model's initial state;
+* ``params[k]``: group k's means, scales, scale *indexes* and "pin" flags (below);
+* ``fill[k]``: the state once group k's values are known (the masked model adds group k's keys
+  and values, so decoding does one pass of entropy-model work; ChARM adds its LRP);
+* ``synthesis``: ``x_hat = g_s(y_hat)`` (float32).
 
-So the decoder reproduces the encoder's scale indexes as long as the same program computes the
-same floats; a CRC32 of all quantized symbols, stored in the file and checked after decoding,
-turns any mismatch (platform non-determinism, corruption) into a clear error instead of a garbage
-image.
+Why every machine decodes the same symbols
+------------------------------------------
+The only decisions the decoder takes are the scale indexes: each picks the integer CDF a symbol
+is coded with (z's table rows are fixed per channel; the means only shift values the decoder
+adds back, so a tiny difference in a mean changes a pixel by a tiny amount, not a symbol). An
+index rounds a float scale against the scale table, and a scale computed in float32 by XLA
+differs in its last bits between CPU instruction-set levels (SSE4.2 / AVX / AVX2 / AVX-512),
+thread counts and backends. Measured with the shipped model on Kodak 768x512 crops (kodim05,
+kodim13, lambda 512), decoder-side scales in float32 differ by up to 1.5e-5 (relative) between
+``--xla_cpu_max_isa=SSE4_2`` / ``AVX`` and AVX2, and about one scale per image falls on the
+other side of a table boundary: a file that does not decode.
+
+Two measures together make the decisions agree:
+
+1. The entropy-parameter path (``h_s``, the context model, the latent gain: everything from the
+   z symbols to the scales, including the values fed back as context) runs in **float64**
+   (``jax.enable_x64`` scoped to these programs; the transforms stay float32). The same
+   measurement gives a largest relative difference of 1.4e-14 across those ISA levels.
+2. The encoder **pins** every decision whose scale lies within a relative :data:`PIN_MARGIN`
+   (1e-9) of a table boundary: it stores ``(position, index)`` for it in the file (format
+   version 2), and the decoder uses the stored index there. Everywhere else the encoder's
+   scale is at least 1e-9 away from a boundary, so a decoder whose scale is within that
+   relative distance of the encoder's picks the same index (a scale index is monotone in the
+   scale). At a margin of 1e-9, about 1.6e-8 of the in-range scales are pinned: almost every
+   file pins none and pays one byte (the empty list).
+
+Guarantee: a file decodes to the encoder's symbols on any platform whose float64 entropy
+parameters are within a relative 1e-9 of the encoder's, i.e. 70,000 times the difference
+measured between ISA levels. Float64 alone would leave a flip with probability ~1e-8 per file
+(1e-14 relative at 3e5 scales per image); pinning alone, in float32, would have to pin every
+scale within ~1e-4 of a boundary, ~250 per image. Integer networks (Balle, Johnston & Minnen,
+ICLR 2019) make the decisions exact but need retraining with integer activations. The price
+of float64 is time (see the README's benchmark table). The reconstruction ``g_s`` is float32 and
+may differ by a few 8-bit levels between machines; the symbols, hence the rate, do not.
+
+A CRC32 of all quantized symbols, stored in the file and checked after decoding, turns any
+remaining mismatch (other weights under the same model id, an altered file) into a clear error
+instead of a garbage image.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +65,7 @@ import numpy as np
 
 from swinjax.checkpoint import ExportedModel
 from swinjax.coding import backend, container
-from swinjax.entropy.gaussian import SCALE_MIN, gaussian_likelihood, scale_index, scale_table
+from swinjax.entropy.gaussian import SCALE_MIN, gaussian_likelihood, scale_table
 from swinjax.entropy.quantization import dequantize, quantize
 from swinjax.entropy.tables import CodingTables
 from swinjax.lmbda import LmbdaError, lmbda_range
@@ -36,6 +73,15 @@ from swinjax.models import build_codec
 from swinjax.transforms import downsampling_factor
 
 DEFAULT_MAX_PIXELS = container.DEFAULT_MAX_PIXELS  # the one limit, owned by the file format
+
+#: Relative distance to a scale-table boundary below which the encoder pins a scale index.
+PIN_MARGIN = 1e-9
+
+#: Default bound on a decode's peak memory (bytes), checked before anything is allocated.
+DEFAULT_DECODE_MEMORY = 4 * 2**30
+
+#: Parameter subtrees that the float64 entropy-parameter programs read.
+_ENTROPY_PARAMS = ("h_s", "context", "entropy_bottleneck", "latent_gain")
 
 
 @dataclass
@@ -53,6 +99,44 @@ class EvalResult:
         return self.bits_y + self.bits_z
 
 
+@dataclass
+class GroupParams:
+    """Group k's entropy parameters, compact ``[1, n_k]`` in coding order (see the module doc).
+
+    Attributes:
+        mu: means (float64, the gained domain).
+        scale: scales (float64).
+        index: scale-table rows the decoder computes (int32).
+        pin: True where the scale lies within :data:`PIN_MARGIN` of a table boundary.
+    """
+
+    mu: jax.Array
+    scale: jax.Array
+    index: jax.Array
+    pin: jax.Array
+
+
+def scale_index_and_pin(
+    scale: jax.Array, table: np.ndarray, margin: float = PIN_MARGIN
+) -> tuple[jax.Array, jax.Array]:
+    """Scale-table row of each scale, and whether a relative error of ``margin`` could change it.
+
+    The row is the smallest table scale ``>= scale`` (clipped to the table), as
+    :func:`swinjax.entropy.gaussian.scale_index`, computed in the dtype of ``scale`` (float64
+    here) against the float32 table values. A scale is pinned when ``scale * (1 - margin)`` and
+    ``scale * (1 + margin)`` fall in different rows.
+    """
+    t = jnp.asarray(np.asarray(table, np.float32).astype(np.float64), scale.dtype)
+    last = t.shape[0] - 1
+
+    def row(s: jax.Array) -> jax.Array:
+        return jnp.clip(jnp.searchsorted(t, s, side="left"), 0, last).astype(jnp.int32)
+
+    lo = row(scale * (1.0 - margin))
+    hi = row(scale * (1.0 + margin))
+    return row(scale), lo != hi
+
+
 def _split_tables(tables: dict[str, np.ndarray], prefix: str) -> CodingTables:
     n = len(prefix)
     return CodingTables.from_arrays({k[n:]: v for k, v in tables.items() if k.startswith(prefix)})
@@ -64,15 +148,40 @@ class ImageCodec:
     Args:
         exported: the inference checkpoint (:func:`swinjax.checkpoint.load_model`).
         max_pixels: largest image (height x width) accepted when compressing or decoding.
+        pin_margin: relative distance to a scale-table boundary below which the encoder pins a
+            scale index (module docstring). The decoder does not need it: any margin gives files
+            that every swinjax decodes; a larger one pins more (bytes) and tolerates more.
+        max_decode_bytes: a file whose decode would need more memory than this
+            (:meth:`decode_memory_bytes`) is refused before anything is allocated: a small
+            forged file may declare a huge image.
     """
 
-    def __init__(self, exported: ExportedModel, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        exported: ExportedModel,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        pin_margin: float = PIN_MARGIN,
+        max_decode_bytes: int = DEFAULT_DECODE_MEMORY,
+    ) -> None:
         """Loads parameters and the stored coding tables (never rebuilt here)."""
         self.exported = exported
         self.model = exported.model
         self.codec = build_codec(exported.model)
         self.params = jax.device_put(exported.params)
+        inner = exported.params["params"]
+        with jax.enable_x64(True):
+            self.params64 = jax.device_put(
+                {
+                    "params": {
+                        k: jax.tree.map(lambda a: np.asarray(a, np.float64), inner[k])
+                        for k in _ENTROPY_PARAMS
+                        if k in inner
+                    }
+                }
+            )
         self.max_pixels = int(max_pixels)
+        self.max_decode_bytes = int(max_decode_bytes)
+        self._compiled_synthesis: dict[tuple[int, ...], Any] = {}
         self.lmbda_range = lmbda_range(exported.model)
         self.z_tables = _split_tables(exported.tables, "z_")
         self.y_tables = _split_tables(exported.tables, "y_")
@@ -85,17 +194,25 @@ class ImageCodec:
         self.factor = downsampling_factor(self.model)
         self.g = 2 ** len(self.model.g_a.channels)
         c = self.codec
+        self.num_groups = int(c.apply(self.params, method=lambda m: m.context.num_groups))
         self._front = jax.jit(lambda p, x, lm: _front(c, p, x, lm))
         self._z_symbols = jax.jit(
             lambda p, z: quantize(z, "symbols", c.apply(p, method=c.z_medians))
         )
+        # float64 programs: called only inside jax.enable_x64(True) (see the module docstring)
         self._hyper = jax.jit(lambda p, s: _hyper(c, p, s))
-        self._group_params = jax.jit(
-            functools.partial(_group_params, c, self.scale_table), static_argnums=(3,)
+        table = self.scale_table
+        self._params = [
+            jax.jit(functools.partial(_group_params, c, table, float(pin_margin), k))
+            for k in range(self.num_groups)
+        ]
+        self._fill = [jax.jit(functools.partial(_fill, c, k)) for k in range(self.num_groups)]
+        self._y_symbols = [
+            jax.jit(functools.partial(_y_symbols, c, k)) for k in range(self.num_groups)
+        ]
+        self._synthesis = jax.jit(
+            lambda p, y_hat, lm: c.apply(p, y_hat.astype(jnp.float32), lm, method=c.synthesis)
         )
-        self._y_symbols = jax.jit(lambda y, mu: quantize(y, "symbols", mu))
-        self._fill = jax.jit(functools.partial(_fill, c), static_argnums=(3,))
-        self._synthesis = jax.jit(lambda p, y_hat, lm: c.apply(p, y_hat, lm, method=c.synthesis))
 
     # -- shared pieces -------------------------------------------------------------------------
     def _lmbda(self, lmbda: float | None) -> float:
@@ -122,17 +239,32 @@ class ImageCodec:
         x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="edge")
         return jnp.asarray(x[None]), (ph, pw)
 
-    def _masks(self, h: int, w: int) -> np.ndarray:
-        return self.codec.apply(
-            self.params, h, w, method=lambda m, h, w: m.context.group_masks(h, w)
-        )
-
     def _finish(self, x_hat: jax.Array, size: tuple[int, int]) -> np.ndarray:
         x = np.asarray(x_hat[0])[: size[0], : size[1]]
         return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
     def _lm_array(self, lmbda: float) -> jax.Array:
         return jnp.full((1,), 1.0 if np.isnan(lmbda) else lmbda, jnp.float32)
+
+    def _groups(
+        self,
+        z_sym: jax.Array,
+        lm_arr: jax.Array,
+        code: Callable[[int, GroupParams], jax.Array | np.ndarray],
+    ) -> tuple[jax.Array, jax.Array]:
+        """The group loop shared by compress, decompress and forward_eval.
+
+        ``code(k, params)`` returns group k's symbols ``[1, n_k]``: the encoder quantizes y, the
+        decoder range-decodes them. Returns ``(y_hat, estimated bits of z)``; y_hat is float64.
+        """
+        with jax.enable_x64(True):
+            lm_arr = jnp.asarray(np.asarray(lm_arr, np.float64))  # as exact as the file's lambda
+            state, bits_z = self._hyper(self.params64, z_sym)
+            for k in range(self.num_groups):
+                gp = GroupParams(*self._params[k](self.params64, state, lm_arr))
+                sym = jnp.asarray(code(k, gp), jnp.int32)
+                state = self._fill[k](self.params64, state, sym, gp.mu, lm_arr)
+            return state["y_hat"], bits_z
 
     # -- public API ----------------------------------------------------------------------------
     def forward_eval(self, image: np.ndarray, lmbda: float | None = None) -> EvalResult:
@@ -141,18 +273,17 @@ class ImageCodec:
         x, _ = self._prepare(image)
         lm_arr = self._lm_array(lm)
         y, z = self._front(self.params, x, lm_arr)
-        z_sym = self._z_symbols(self.params, z)
-        hyper, bits_z = self._hyper(self.params, z_sym)
-        y_hat = jnp.zeros_like(y)
         bits_y = 0.0
-        masks = self._masks(y.shape[1], y.shape[2])
-        for k in range(masks.shape[0]):
-            mu, scale, _ = self._group_params(self.params, hyper, y_hat, k, lm_arr)
-            sym = self._y_symbols(y, mu)
-            lik = gaussian_likelihood(dequantize(sym, mu), mu, scale, SCALE_MIN)
-            bits_y += float(-np.log2(np.asarray(lik)[0][masks[k]]).sum())
-            y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu, lm_arr)
-        x_hat = self._synthesis(self.params, y_hat, lm_arr)
+
+        def code(k: int, gp: GroupParams) -> jax.Array:
+            nonlocal bits_y
+            sym = self._y_symbols[k](self.params64, y, gp.mu)
+            lik = gaussian_likelihood(dequantize(sym, gp.mu), gp.mu, gp.scale, SCALE_MIN)
+            bits_y += float(-np.log2(np.asarray(lik)).sum())
+            return sym
+
+        y_hat, bits_z = self._groups(self._z_symbols(self.params, z), lm_arr, code)
+        x_hat = self._synthesis_for(tuple(y_hat.shape))(self.params, y_hat, lm_arr)
         return EvalResult(
             np.asarray(y_hat), self._finish(x_hat, image.shape[:2]), bits_y, float(bits_z)
         )
@@ -165,19 +296,25 @@ class ImageCodec:
         lm_arr = self._lm_array(lm)
         y, z = self._front(self.params, x, lm_arr)
         z_sym = self._z_symbols(self.params, z)
-        hyper, _ = self._hyper(self.params, z_sym)
         z_np = np.asarray(z_sym)[0]
         streams = [self.z_coder.encode(z_np, self._z_indexes(z_np.shape))]
         symbols = [z_np]
-        y_hat = jnp.zeros_like(y)
-        masks = self._masks(y.shape[1], y.shape[2])
-        for k in range(masks.shape[0]):
-            mu, _, idx = self._group_params(self.params, hyper, y_hat, k, lm_arr)
-            sym = self._y_symbols(y, mu)
-            sym_np = np.asarray(sym)[0][masks[k]]
-            streams.append(self.y_coder.encode(sym_np, np.asarray(idx)[0][masks[k]]))
+        pinned: list[tuple[int, int]] = []
+        offset = 0
+
+        def code(k: int, gp: GroupParams) -> jax.Array:
+            nonlocal offset
+            sym = self._y_symbols[k](self.params64, y, gp.mu)
+            sym_np, idx = np.asarray(sym)[0], np.asarray(gp.index)[0]
+            streams.append(self.y_coder.encode(sym_np, idx))
             symbols.append(sym_np)
-            y_hat = self._fill(self.params, hyper, y_hat, k, sym, mu, lm_arr)
+            pinned.extend(
+                (offset + int(i), int(idx[i])) for i in np.flatnonzero(np.asarray(gp.pin)[0])
+            )
+            offset += sym_np.size
+            return sym
+
+        self._groups(z_sym, lm_arr, code)
         header = container.Header(
             model_id=self.exported.model_id,
             config_hash=bytes.fromhex(self.exported.config_hash),
@@ -190,17 +327,75 @@ class ImageCodec:
             z_shape=tuple(int(v) for v in z.shape[1:]),
             downsampling=self.factor,
             symbols_crc32=container.symbols_crc32(symbols),
+            pinned=tuple(pinned),
         )
         return container.pack(header, streams)
 
     def decompress(self, data: bytes) -> np.ndarray:
         """Decodes the bytes of a swinjax file to an 8-bit RGB image ``[H, W, 3]``."""
         header, y_hat, lm_arr = self.decode_latents(data)
-        x_hat = self._synthesis(self.params, y_hat, lm_arr)
+        x_hat = self._synthesis_for(tuple(y_hat.shape))(self.params, y_hat, lm_arr)
         return self._finish(x_hat, (header.height, header.width))
 
+    def _synthesis_for(self, y_shape: tuple[int, ...]) -> Any:
+        """The synthesis program compiled for ``y_shape`` (float64 y_hat), cached."""
+        if y_shape not in self._compiled_synthesis:
+            with jax.enable_x64(True):
+                y = jax.ShapeDtypeStruct(y_shape, jnp.float64)
+                lm = jax.ShapeDtypeStruct((1,), jnp.float32)
+                lowered = self._synthesis.lower(self.params, y, lm)
+            self._compiled_synthesis[y_shape] = lowered.compile()
+        return self._compiled_synthesis[y_shape]
+
+    def _entropy_bytes(self, y_shape: tuple[int, ...]) -> int:
+        """Upper estimate of the group loop's memory: float64 state and temporaries per position.
+
+        Per latent position: the hyperprior features, y_hat and four full-size temporaries
+        (means, scales, indexes, pins), and the context model's state and per-group work (the
+        masked model: its tokens, three groups of keys and values, a group's queries, MLP and
+        attention; ChARM: its 3x3 im2col inputs), plus the symbols and rows on the host.
+        """
+        e = self.model.entropy
+        c, f = int(self.model.latent_channels), int(self.model.hyper_channels)
+        hyper = 2 * c + f  # h_s ends at 2C (ChARM: mean | scale features) or a similar width
+        if e.kind == "masked_grouped":
+            d = int(e.dim)
+            work = d + 3 * d + (3 * d + int(round(d * float(e.mlp_ratio))) + c) // 2
+        else:
+            work = 9 * 3 * c  # im2col of the widest slice transform input, all slices at once
+        per_position = 8 * (hyper + 6 * c + work) + 16 * c
+        return int(np.prod(y_shape[:-1])) * per_position
+
+    def decode_memory_bytes(self, header: Any, compile_synthesis: bool = True) -> int:
+        """Peak memory of decoding the file described by ``header``, known before decoding.
+
+        The synthesis' share is XLA's own buffer assignment for the image size (arguments,
+        temporaries and output of the compiled program, which :meth:`decompress` then runs);
+        the group loop's is :meth:`_entropy_bytes`. Without ``compile_synthesis`` the synthesis
+        counts only its output (a lower bound, free to compute).
+        """
+        y_shape = (1, *header.y_shape)
+        hp, wp = header.height + header.pad_h, header.width + header.pad_w
+        entropy = self._entropy_bytes(y_shape)
+        params64 = sum(a.nbytes for a in jax.tree.leaves(self.params64))
+        if not compile_synthesis:
+            return entropy + params64 + 4 * 3 * hp * wp
+        m = self._synthesis_for(y_shape).memory_analysis()
+        synthesis = m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes
+        return max(entropy, 8 * int(np.prod(y_shape))) + params64 + synthesis
+
+    def _check_decode_memory(self, header: Any) -> None:
+        for exact in (False, True):  # the free lower bound first: hostile sizes cost no compile
+            need = self.decode_memory_bytes(header, compile_synthesis=exact)
+            if need > self.max_decode_bytes:
+                raise container.ImageTooLargeError(
+                    f"decoding this {header.height}x{header.width} image needs about "
+                    f"{need / 2**30:.1f} GiB, more than the decoder's budget of "
+                    f"{self.max_decode_bytes / 2**30:.1f} GiB (max_decode_bytes)"
+                )
+
     def decode_latents(self, data: bytes) -> tuple[Any, jax.Array, jax.Array]:
-        """Decodes a file up to ``y_hat``: ``(header, y_hat [1, h, w, C], lmbda [1])``.
+        """Decodes a file up to ``y_hat``: ``(header, y_hat [1, h, w, C] float64, lmbda [1])``.
 
         Raises:
             swinjax.coding.container.FormatError: the file is invalid, from another model, or its
@@ -215,6 +410,7 @@ class ImageCodec:
                 "(config hash differs from the checkpoint's)"
             )
         self._check_shapes(header)
+        self._check_decode_memory(header)
         lm = header.lmbda
         if self.model.variable_rate:
             try:
@@ -223,26 +419,34 @@ class ImageCodec:
                 raise container.FormatError(f"the file's lambda is unusable: {e}") from e
         lm_arr = self._lm_array(lm)
         groups = streams[1:]
-        z_shape = tuple(header.z_shape)
-        z_np = _decode_stream(self.z_coder, streams[0], self._z_indexes(z_shape), "z")
-        hyper, _ = self._hyper(self.params, jnp.asarray(z_np[None]))
-        y_shape = tuple(header.y_shape)
-        masks = self._masks(y_shape[0], y_shape[1])
-        if len(groups) != masks.shape[0]:
+        if len(groups) != self.num_groups:
             raise container.FormatError(
-                f"file has {len(groups)} y streams, the model codes {masks.shape[0]} groups"
+                f"file has {len(groups)} y streams, the model codes {self.num_groups} groups"
             )
-        y_hat = jnp.zeros((1, *y_shape), jnp.float32)
+        z_np = _decode_stream(self.z_coder, streams[0], self._z_indexes(tuple(header.z_shape)), "z")
         symbols = [z_np]
-        for k in range(masks.shape[0]):
-            mu, _, idx = self._group_params(self.params, hyper, y_hat, k, lm_arr)
-            sym_k = _decode_stream(
-                self.y_coder, groups[k], np.asarray(idx)[0][masks[k]], f"y group {k}"
-            )
-            full = np.zeros(y_shape, np.int32)
-            full[masks[k]] = sym_k
-            symbols.append(sym_k)
-            y_hat = self._fill(self.params, hyper, y_hat, k, jnp.asarray(full[None]), mu, lm_arr)
+        pin_pos = np.array([p for p, _ in header.pinned], np.int64)
+        pin_idx = np.array([i for _, i in header.pinned], np.int32)
+        offset = 0
+
+        def code(k: int, gp: GroupParams) -> np.ndarray:
+            nonlocal offset
+            idx = np.asarray(gp.index)[0].copy()
+            sel = (pin_pos >= offset) & (pin_pos < offset + idx.size)
+            if sel.any():
+                at, rows = pin_pos[sel] - offset, pin_idx[sel]
+                if np.any(np.abs(rows - idx[at]) > 1) or np.any(rows >= self.scale_table.size):
+                    raise container.CorruptFileError(
+                        f"corrupt file: a pinned scale index of y group {k} is not next to the "
+                        "decoder's"
+                    )
+                idx[at] = rows
+            sym = _decode_stream(self.y_coder, groups[k], idx, f"y group {k}")
+            symbols.append(sym)
+            offset += idx.size
+            return sym[None]
+
+        y_hat, _ = self._groups(jnp.asarray(z_np[None]), lm_arr, code)
         container.check_symbols_crc32(header, symbols)
         return header, y_hat, lm_arr
 
@@ -255,9 +459,10 @@ class ImageCodec:
         want_y = (hp // g, wp // g, int(self.model.latent_channels))
         want_z = (hp // f, wp // f, int(self.model.hyper_channels))
         if hp % f or wp % f or tuple(header.y_shape) != want_y or tuple(header.z_shape) != want_z:
-            raise container.FormatError(
-                f"latent shapes y={tuple(header.y_shape)} z={tuple(header.z_shape)} do not match "
-                f"a {header.height}x{header.width} image for this model"
+            raise container.CorruptFileError(
+                f"corrupt file: latent shapes y={tuple(header.y_shape)} "
+                f"z={tuple(header.z_shape)} do not match a {header.height}x{header.width} image "
+                "for this model"
             )
 
 
@@ -269,8 +474,8 @@ def _decode_stream(
         return coder.decode(data, indexes)
     except ValueError as e:
         raise container.CorruptFileError(
-            f"the {what} stream does not decode ({e}): the decoder's entropy parameters differ "
-            "from the encoder's (platform non-determinism or corruption)"
+            f"corrupt file: the {what} stream does not decode ({e}); the file was altered or "
+            "made with other weights under this model id"
         ) from e
 
 
@@ -279,27 +484,33 @@ def _front(c: Any, p: Any, x: jax.Array, lm: jax.Array) -> tuple[jax.Array, jax.
     return y, c.apply(p, y, lm, method=c.hyper_analysis).astype(jnp.float32)
 
 
-def _hyper(c: Any, p: Any, z_sym: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _hyper(c: Any, p: Any, z_sym: jax.Array) -> tuple[dict[str, Any], jax.Array]:
     z_hat = dequantize(z_sym, c.apply(p, method=c.z_medians))
     bits = -jnp.sum(jnp.log2(c.apply(p, z_hat, method=c.z_likelihood)))
-    return c.apply(p, z_hat, method=c.hyper_synthesis), bits
+    return c.apply(p, z_hat, method=c.coding_state), bits
 
 
 def _group_params(
-    c: Any, table: np.ndarray, p: Any, hyper: jax.Array, y_hat: jax.Array, k: int, lm: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    mu, scale = c.apply(p, hyper, y_hat, k, lm, method=c.group_params)
-    return mu, scale, scale_index(scale, table)
+    c: Any,
+    table: np.ndarray,
+    margin: float,
+    k: int,
+    p: Any,
+    state: dict[str, Any],
+    lm: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    mu, scale = c.apply(p, state, k, lm, method=c.coding_params)
+    index, pin = scale_index_and_pin(scale, table, margin)
+    return mu, scale, index, pin
+
+
+def _y_symbols(c: Any, k: int, p: Any, y: jax.Array, mu: jax.Array) -> jax.Array:
+    """Group k's symbols ``round(y - mu)``, with y promoted to the means' float64."""
+    y_k = c.apply(p, y, k, method=c.group_gather).astype(mu.dtype)
+    return quantize(y_k, "symbols", mu)
 
 
 def _fill(
-    c: Any,
-    p: Any,
-    hyper: jax.Array,
-    y_hat: jax.Array,
-    k: int,
-    sym: jax.Array,
-    mu: jax.Array,
-    lm: jax.Array,
-) -> jax.Array:
-    return c.apply(p, hyper, y_hat, k, dequantize(sym, mu), lm, method=c.fill_group)
+    c: Any, k: int, p: Any, state: dict[str, Any], sym: jax.Array, mu: jax.Array, lm: jax.Array
+) -> dict[str, Any]:
+    return c.apply(p, state, k, dequantize(sym, mu), lm, method=c.coding_fill)

@@ -115,10 +115,16 @@ def test_foreign_files():
 
 
 def test_unsupported_version_and_model_mismatch_messages():
-    v2 = _VALID[:4] + struct.pack("<H", 2) + _VALID[6:]
-    err = _one_line_format_error(v2)
+    assert C.FORMAT_VERSION == 2
+    v1 = _VALID[:4] + struct.pack("<H", 1) + _VALID[6:]
+    err = _one_line_format_error(v1)
     assert isinstance(err, C.UnsupportedVersionError)
-    assert str(err) == "unsupported format version 2 (this swinjax reads 1)"
+    assert str(err) == (
+        "unsupported format version 1, written by an older swinjax (this swinjax reads version 2 "
+        "only)"
+    )
+    v3 = _VALID[:4] + struct.pack("<H", 3) + _VALID[6:]
+    assert "version 3, written by a newer swinjax" in str(_one_line_format_error(v3))
     err = _one_line_format_error(_VALID, expected_model_id="swinnpe")
     assert isinstance(err, C.ModelMismatchError)
     assert str(err) == "file was made by model 'swincoder-tiny' but the checkpoint is 'swinnpe'"
@@ -325,9 +331,8 @@ def test_symbols_crc32_is_order_and_value_sensitive_and_dtype_independent():
         C.check_symbols_crc32(_header(symbols_crc32=crc), [a, b * 2])
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("checksum mismatch")
-    assert (
-        "decoded latents differ from the encoder's: platform non-determinism or corruption" in msg
-    )
+    assert "other weights under this model id, or altered" in msg
+    assert "platform" not in msg  # decisions are pinned: a mismatch is not the platform's doing
     with pytest.raises(ValueError, match="int32"):
         C.symbols_crc32([np.array([2**40])])
 
@@ -371,3 +376,43 @@ def test_corrupted_or_mismatched_y_stream_is_reported():
     for shift in (1, 2, 7):  # platform drift: the decoder computes slightly different indexes
         seen.add(outcome(y1, np.clip(y_idx[1] + shift, 0, 63).astype(np.int32)))
     assert seen <= {"value_error", "checksum"}
+
+
+def test_pinned_scale_indexes_round_trip_and_cost_one_byte_when_empty():
+    pinned = ((0, 5), (1, 6), (300, 63), (511, 0))  # y has 4 * 4 * 32 = 512 elements
+    data = C.pack(_header(pinned=pinned), _STREAMS)
+    header, streams = C.unpack(data)
+    assert header.pinned == pinned and streams == _STREAMS
+    assert header.as_dict()["pinned"] == 4
+    # 4 x (gap varint, index byte) on top of the empty list's count; gaps 298 and 210 take two
+    assert len(data) - len(_VALID) == 2 + 2 + 3 + 3
+    assert C.unpack(_VALID)[0].pinned == ()
+
+
+@pytest.mark.parametrize(
+    "pinned, match",
+    [
+        (((3, 1), (3, 2)), "positions must increase"),
+        (((5, 1), (2, 2)), "positions must increase"),
+        (((512, 1),), "stay below 512"),
+        (((0, 256),), "indexes in"),
+        (((-1, 0),), "positions must increase"),
+    ],
+)
+def test_bad_pinned_lists_are_refused_when_writing(pinned, match):
+    with pytest.raises(C.FormatError, match=match):
+        C.pack(_header(pinned=pinned), _STREAMS)
+
+
+def test_forged_pinned_lists_are_one_line_errors():
+    off = _lengths_offset(_header()) + 4 * len(_STREAMS)  # the pinned count
+    assert _VALID[off] == 0
+    for forged, match in (
+        (b"\x64\x00\x01", "cannot fit"),  # 100 entries, 26 bytes left
+        (b"\xff\xff\xff\xff\xff\x01", "longer than 5 bytes"),
+        (b"\x01\x80\x04\x01", "past y"),  # position 512 in a y of 512 elements
+    ):
+        data = _VALID[:off] + forged + _VALID[off + 1 :]
+        data = data[:6] + struct.pack("<I", len(data)) + data[10:]
+        err = _one_line_format_error(_refresh_crc(data))
+        assert match in str(err), str(err)

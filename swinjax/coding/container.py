@@ -10,14 +10,14 @@ the CRC32 of the whole file before it believes any field, then bounds every fiel
 the stored downsampling factor) before returning anything a caller would allocate from. It only
 ever slices the input; it allocates nothing whose size a header field controls.
 
-Layout (version 1, all integers little-endian)
+Layout (version 2, all integers little-endian)
 ----------------------------------------------
 
 =========  ==========  ===================================================================
 size       type        field
 =========  ==========  ===================================================================
 4          bytes       magic ``b"SWJX"``
-2          u16         format version (1)
+2          u16         format version (2)
 4          u32         file size in bytes, this whole file including the final CRC
 1 + m      u8 + UTF-8  model id: length ``m`` in ``[1, 64]``, printable ASCII (a registry id
                        string, never a registry position)
@@ -33,9 +33,20 @@ size       type        field
 4          u32         CRC32 of the quantized symbols (:func:`symbols_crc32`)
 2          u16         stream count ``k`` in ``[1, 256]``
 4 k        k x u32     stream lengths
+var        varints     pinned scale indexes: a count ``n``, then ``n`` pairs (gap, index):
+                       ``gap`` a varint (LEB128), the number of y elements skipped since the
+                       previous pinned one, ``index`` a u8 (see below)
 sum        bytes       the streams: z first, then the y groups / slices in coding order
 4          u32         CRC32 of every byte before it
 =========  ==========  ===================================================================
+
+Pinned scale indexes: y elements are numbered in coding order (group 0's elements in the C order
+of its mask, then group 1's, ...). For a pinned element the decoder codes with the stored table
+row instead of the one it computes: the encoder pins every element whose scale lies so close to a
+scale-table boundary that another machine's rounding could pick the neighbouring row
+(:mod:`swinjax.compression`). Almost every file pins none (one byte).
+
+Version 1 (no pinned list) is refused with a one-line error naming both versions.
 
 Bounds: the *padded* image has at most ``max_pixels`` pixels (default 100 M; the decoder
 allocates the padded size), each latent has at most 4096 channels, and y and z together have no
@@ -62,7 +73,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"SWJX"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_MODEL_ID_BYTES = 64
 MAX_CONFIG_HASH_BYTES = 64
@@ -74,7 +85,8 @@ MAX_FILE_BYTES = 2**32 - 1  # the size field is a u32
 _FIXED = struct.Struct("<4sHI")  # magic, version, file size
 _BODY = struct.Struct("<dIIHHH3I3IIH")  # lambda .. stream count
 _CRC = struct.Struct("<I")
-_MIN_SIZE = _FIXED.size + 2 + _BODY.size + _CRC.size  # empty model id / hash, no stream lengths
+# empty model id / hash, no stream lengths, an empty pinned list
+_MIN_SIZE = _FIXED.size + 2 + _BODY.size + 1 + _CRC.size
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-/:")
 
 
@@ -107,7 +119,7 @@ class ImageTooLargeError(FormatError):
 
 
 class ChecksumMismatchError(FormatError):
-    """The decoded latents differ from the encoder's (non-determinism or corruption)."""
+    """The decoded latents differ from the encoder's (other weights, or an altered file)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +138,8 @@ class Header:
         z_shape: ``(h, w, c)`` of the hyper-latent z.
         downsampling: total x -> z factor; the padded image is a multiple of it.
         symbols_crc32: :func:`symbols_crc32` of the quantized symbols.
+        pinned: ``(position, scale index)`` pairs, positions strictly increasing in y's coding
+            order (layout: module docstring).
     """
 
     model_id: str
@@ -139,6 +153,7 @@ class Header:
     z_shape: tuple[int, int, int]
     downsampling: int
     symbols_crc32: int
+    pinned: tuple[tuple[int, int], ...] = ()
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -163,6 +178,7 @@ class Header:
         d["z_shape"] = list(self.z_shape)
         d["lmbda"] = None if math.isnan(self.lmbda) else self.lmbda
         d["symbols_crc32"] = f"{self.symbols_crc32:08x}"
+        d["pinned"] = len(self.pinned)
         d["format_version"] = FORMAT_VERSION
         return d
 
@@ -252,6 +268,42 @@ def _validate_header(h: Header, max_pixels: int) -> None:
         raise CorruptFileError(
             f"latents y {h.y_shape} and z {h.z_shape} hold more values than the {ph}x{pw} image"
         )
+    _validate_pinned(h.pinned, yh * yw * yc)
+
+
+def _validate_pinned(pinned: object, size: int) -> None:
+    if not isinstance(pinned, tuple):
+        raise CorruptFileError(f"pinned must be a tuple of pairs, got {type(pinned).__name__}")
+    if len(pinned) > size:
+        raise CorruptFileError(f"{len(pinned)} pinned scale indexes for {size} y elements")
+    last = -1
+    for item in pinned:
+        if not isinstance(item, tuple) or len(item) != 2 or not all(_is_int(v) for v in item):
+            raise CorruptFileError(f"pinned entry {item!r} is not a (position, index) pair")
+        pos, index = item
+        if not last < pos < size or not 0 <= index <= 255:
+            raise CorruptFileError(
+                f"pinned entry ({pos}, {index}): positions must increase and stay below {size}, "
+                "indexes in [0, 255]"
+            )
+        last = pos
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, v = v & 0x7F, v >> 7
+        out.append(byte | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _pack_pinned(pinned: Sequence[tuple[int, int]]) -> bytes:
+    parts, last = [_varint(len(pinned))], -1
+    for pos, index in pinned:
+        parts += [_varint(pos - last - 1), bytes([index])]
+        last = pos
+    return b"".join(parts)
 
 
 def _serialize(header: Header, streams: Sequence[bytes]) -> bytes:
@@ -277,6 +329,7 @@ def _serialize(header: Header, streams: Sequence[bytes]) -> bytes:
         header.config_hash,
         body,
         struct.pack(f"<{len(streams)}I", *(len(s) for s in streams)),
+        _pack_pinned(header.pinned),
         *(bytes(s) for s in streams),
     ]
     size = _FIXED.size + sum(len(p) for p in parts) + _CRC.size
@@ -320,6 +373,16 @@ class _Reader:
         self.pos += n
         return out
 
+    def varint(self, what: str) -> int:
+        """A LEB128 varint of at most 5 bytes (< 2**35)."""
+        v = 0
+        for shift in range(0, 35, 7):
+            byte = self.take(1, what)[0]
+            v |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return v
+        raise CorruptFileError(f"corrupt file: {what} is longer than 5 bytes")
+
 
 def unpack(
     data: bytes,
@@ -353,8 +416,10 @@ def unpack(
         )
     _, version, size = _FIXED.unpack_from(view)
     if version != FORMAT_VERSION:
+        age = "an older" if version < FORMAT_VERSION else "a newer"
         raise UnsupportedVersionError(
-            f"unsupported format version {version} (this swinjax reads {FORMAT_VERSION})"
+            f"unsupported format version {version}, written by {age} swinjax (this swinjax "
+            f"reads version {FORMAT_VERSION} only)"
         )
     if size > n:
         raise TruncatedFileError(
@@ -409,6 +474,7 @@ def unpack(
     if not 1 <= count <= MAX_STREAMS:
         raise CorruptFileError(f"corrupt file: {count} streams (1 to {MAX_STREAMS} allowed)")
     lengths = struct.unpack(f"<{count}I", r.take(4 * count, "stream length table"))
+    header = dataclasses.replace(header, pinned=_read_pinned(r, yh * yw * yc))
     remaining = r.end - r.pos
     if sum(lengths) != remaining:
         raise CorruptFileError(
@@ -416,6 +482,20 @@ def unpack(
         )
     streams = [bytes(r.take(k, f"stream {i}")) for i, k in enumerate(lengths)]
     return header, streams
+
+
+def _read_pinned(r: _Reader, size: int) -> tuple[tuple[int, int], ...]:
+    """The pinned list, bounded before anything is allocated from its count."""
+    n = r.varint("pinned count")
+    if n > min(size, (r.end - r.pos) // 2):
+        raise CorruptFileError(f"corrupt file: {n} pinned scale indexes cannot fit")
+    pinned, pos = [], -1
+    for _ in range(n):
+        pos += r.varint("pinned gap") + 1
+        if pos >= size:
+            raise CorruptFileError(f"corrupt file: pinned position {pos} is past y's {size}")
+        pinned.append((pos, r.take(1, "pinned index")[0]))
+    return tuple(pinned)
 
 
 def read_file(
@@ -471,6 +551,6 @@ def check_symbols_crc32(header: Header | int, arrays: Sequence[np.ndarray]) -> N
     if actual != expected:
         raise ChecksumMismatchError(
             f"checksum mismatch: CRC32 of the decoded latents is {actual:08x}, the file says "
-            f"{expected:08x} (decoded latents differ from the encoder's: platform "
-            "non-determinism or corruption)"
+            f"{expected:08x} (the file was made with other weights under this model id, or "
+            "altered)"
         )

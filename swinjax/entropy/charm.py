@@ -107,6 +107,16 @@ class ChARM(nn.Module):
         zeros = jnp.zeros(y_hat.shape, mu_k.dtype)
         return zeros.at[..., sl].set(mu_k), zeros.at[..., sl].set(scale_k)
 
+    def group_gather(self, x: jax.Array, k: int) -> jax.Array:
+        """Slice k's entries of ``x [B, h, w, C]`` as ``[B, n_k]``, in the C order of its mask."""
+        return x[..., channel_slices(x.shape[-1], self.num_slices)[k]].reshape(x.shape[0], -1)
+
+    def group_scatter(self, x: jax.Array, k: int, values: jax.Array) -> jax.Array:
+        """``x`` with slice k's entries set from ``values [B, n_k]`` (inverse of the gather)."""
+        sl = channel_slices(x.shape[-1], self.num_slices)[k]
+        v = values.astype(x.dtype).reshape(*x.shape[:3], -1)
+        return x.at[..., sl].set(v)
+
     def fill_group(
         self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array
     ) -> jax.Array:

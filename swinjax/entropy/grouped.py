@@ -18,7 +18,9 @@ times with the groups >= k zeroed, and get the same parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -58,6 +60,41 @@ def group_attention_mask(
     mask = np.where(allowed, 0.0, -1e9).astype(np.float32)
     mask.setflags(write=False)
     return mask
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowTokenSets:
+    """Each group's tokens inside a window, and which of them are real (not padding).
+
+    Attributes:
+        tokens: per group, the token numbers (``2 * position + half`` in a window) of the group,
+            in order; the same in every window.
+        valid: per group, ``[nH, nW, M]`` bool: the token's position lies inside the map.
+    """
+
+    tokens: tuple[np.ndarray, ...]
+    valid: tuple[np.ndarray, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _window_token_sets(
+    size: tuple[int, int], window: tuple[int, int], padded: tuple[int, int]
+) -> WindowTokenSets:
+    h, w = size
+    wh, ww = window
+    hp, wp = padded
+    if (hp > wh and wh % 2) or (wp > ww and ww % 2):
+        raise ValueError(f"windows {window} over {padded} do not share one checkerboard pattern")
+    groups = token_groups(wh, ww).reshape(-1)  # the pattern of every window (even origins)
+    inside = np.zeros((hp, wp), bool)
+    inside[:h, :w] = True
+    inside = inside.reshape(hp // wh, wh, wp // ww, ww).transpose(0, 2, 1, 3)
+    inside = np.repeat(inside.reshape(hp // wh, wp // ww, wh * ww), 2, axis=-1)
+    tokens = tuple(np.flatnonzero(groups == k).astype(np.int32) for k in range(NUM_GROUPS))
+    valid = tuple(inside[:, :, t] for t in tokens)
+    for a in (*tokens, *valid):
+        a.setflags(write=False)
+    return WindowTokenSets(tokens, valid)
 
 
 class MaskedGroupedModel(nn.Module):
@@ -174,6 +211,109 @@ class MaskedGroupedModel(nn.Module):
         _, h, w, _ = y_hat.shape
         known = np.repeat(token_groups(h, w) < k, self.latent_channels // 2, axis=-1)
         return self.one_pass_params(hyper, jnp.where(known, y_hat, 0.0))
+
+    # -- coding: one pass of work over the four groups ---------------------------------------
+    # compress / decompress compute, for group k, only the queries of group k's tokens, and the
+    # keys / values of each group's content tokens once, when that group is known. A query of
+    # group k sees exactly the keys of groups < k (plus the null token), as in
+    # :meth:`one_pass_params`, whose masked weights are exactly zero: the same function, with a
+    # quarter of the queries per call and no recomputed keys. Token sets are the same in every
+    # window (window origins are even, or there is a single window along that axis), so they
+    # are static index lists.
+
+    def coding_state(self, hyper: jax.Array) -> dict[str, Any]:
+        """Per-image state of the group loop: hyperprior tokens, no keys yet.
+
+        Args:
+            hyper: hyperprior features ``[B, h, w, F]``.
+
+        Returns:
+            ``{"tokens": [B, nH, nW, N, D], "kv": ()}``: the hyperprior part of every position's
+            token, in windows; ``kv`` collects each known group's keys and values.
+        """
+        _, h, w, _ = hyper.shape
+        win, _, (hp, wp) = window_geometry((h, w), (self.window,) * 2, False)
+        t = self.hyper_in(hyper)
+        t = jnp.pad(t, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+        return {"tokens": window_partition(t, win), "kv": ()}
+
+    def coding_params(
+        self, state: dict[str, Any], k: int, size: tuple[int, int]
+    ) -> tuple[jax.Array, jax.Array]:
+        """Mean and scale of group k (full-size ``[B, h, w, C]``, zero outside group k).
+
+        Args:
+            state: :meth:`coding_state` after :meth:`coding_fill` of groups ``< k``.
+            k: the group.
+            size: ``(h, w)`` of y.
+        """
+        h, w = size
+        c, d, heads = self.latent_channels, self.dim, self.num_heads
+        half, hd = c // 2, d // heads
+        win, _, (hp, wp) = window_geometry((h, w), (self.window,) * 2, False)
+        tokens = state["tokens"]
+        b, nh, nw, n, _ = tokens.shape
+        sets = _window_token_sets((h, w), win, (hp, wp))
+        qi = sets.tokens[k]
+        q0 = tokens[:, :, :, qi // 2] + self.half_query[qi % 2]  # [B, nH, nW, M, D]
+        q = self.q(self.norm_q(q0)).reshape(*q0.shape[:4], heads, hd)
+        q = q * jnp.asarray(1.0 / np.sqrt(hd), q.dtype)
+        if k == 0:  # only the null token to attend to: its value, with weight exactly 1
+            out = jnp.broadcast_to(self.null_kv[1], q.shape).astype(q.dtype)
+        else:
+            kv = jnp.concatenate(state["kv"][:k], axis=3)  # [B, nH, nW, K, 2, heads, hd]
+            keys = np.concatenate(sets.tokens[:k])
+            logits = jnp.einsum("bxyqhd,bxykhd->bxyhqk", q, kv[..., 0, :, :])
+            index = relative_position_index(win, (self.window,) * 2)[qi // 2][:, keys // 2]
+            bias = self.relative_position_bias_table[index.reshape(-1)]
+            bias = bias.reshape(len(qi), len(keys), heads).transpose(2, 0, 1)
+            valid = np.concatenate(sets.valid[:k], axis=-1)  # [nH, nW, K]
+            key_mask = np.where(valid, 0.0, -1e9).astype(np.float32)
+            logits = logits + bias + jnp.asarray(key_mask, logits.dtype)[None, :, :, None, None]
+            null_logit = jnp.einsum("bxyqhd,hd->bxyhq", q, self.null_kv[0])[..., None]
+            logits = jnp.concatenate([logits, null_logit], axis=-1)
+            attn = jax.nn.softmax(logits, axis=-1)
+            out = jnp.einsum("bxyhqk,bxykhd->bxyqhd", attn[..., :-1], kv[..., 1, :, :])
+            out = out + jnp.moveaxis(attn[..., -1], 3, 4)[..., None] * self.null_kv[1]
+        out = q0 + self.proj(out.reshape(*q0.shape))
+        out = out + self.mlp(self.norm2(out))
+        params = self.out(self.norm_out(out))  # [B, nH, nW, M, C]: (mean | scale) of its half
+        full = jnp.zeros((b, nh, nw, n * 2, c), params.dtype).at[:, :, :, qi].set(params)
+        full = window_reverse(full.reshape(b, nh, nw, n, 2 * c), win)[:, :h, :w]
+        full = full.reshape(b, h, w, 2, 2, half)
+        return full[..., 0, :].reshape(b, h, w, c), full[..., 1, :].reshape(b, h, w, c)
+
+    def coding_fill(self, state: dict[str, Any], k: int, y_ctx: jax.Array) -> dict[str, Any]:
+        """Adds group k's keys and values, from its quantized values in ``y_ctx [B, h, w, C]``."""
+        b, h, w, c = y_ctx.shape
+        win, _, (hp, wp) = window_geometry((h, w), (self.window,) * 2, False)
+        tokens = state["tokens"]
+        ki = _window_token_sets((h, w), win, (hp, wp)).tokens[k]
+        v = jnp.pad(y_ctx, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+        v = window_partition(v, win)  # [B, nH, nW, N, C]
+        v = v.reshape(*v.shape[:3], -1, c // 2)[:, :, :, ki]  # [B, nH, nW, M, C / 2]
+        c0 = tokens[:, :, :, ki // 2] + self.value_in(v) + self.half_content[ki % 2]
+        heads = self.num_heads
+        kv = self.kv(self.norm_kv(c0)).reshape(*c0.shape[:4], 2, heads, self.dim // heads)
+        return {"tokens": tokens, "kv": (*state["kv"], kv)}
+
+    def _group_index(self, h: int, w: int, k: int) -> tuple[np.ndarray, int]:
+        """Raster positions of group k (anchors or non-anchors) and its channel half."""
+        positions = np.flatnonzero(checkerboard(h, w).reshape(-1) == (k < 2)).astype(np.int32)
+        return positions, k % 2
+
+    def group_gather(self, x: jax.Array, k: int) -> jax.Array:
+        """Group k's entries of ``x [B, h, w, C]`` as ``[B, n_k]``, in the C order of its mask."""
+        b, h, w, c = x.shape
+        positions, half = self._group_index(h, w, k)
+        return x.reshape(b, h * w, 2, c // 2)[:, positions, half].reshape(b, -1)
+
+    def group_scatter(self, x: jax.Array, k: int, values: jax.Array) -> jax.Array:
+        """``x`` with group k's entries set from ``values [B, n_k]`` (inverse of the gather)."""
+        b, h, w, c = x.shape
+        positions, half = self._group_index(h, w, k)
+        v = values.astype(x.dtype).reshape(b, len(positions), c // 2)
+        return x.reshape(b, h * w, 2, c // 2).at[:, positions, half].set(v).reshape(x.shape)
 
     def fill_group(
         self, hyper: jax.Array, y_hat: jax.Array, k: int, values: jax.Array

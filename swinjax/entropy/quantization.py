@@ -59,6 +59,12 @@ def quantize(
 
 
 def dequantize(symbols: jax.Array, offset: jax.Array | float | None = None) -> jax.Array:
-    """Inverse of ``quantize(mode="symbols")``: ``symbols + offset`` as float32."""
-    s = jnp.asarray(symbols).astype(jnp.float32)
-    return s if offset is None else s + offset
+    """Inverse of ``quantize(mode="symbols")``: ``symbols + offset``.
+
+    Float32, or the offset's dtype when that is wider (compression's float64 entropy path
+    converts the integers directly, never through float32).
+    """
+    if offset is None:
+        return jnp.asarray(symbols).astype(jnp.float32)
+    dtype = jnp.promote_types(jnp.result_type(offset), jnp.float32)
+    return jnp.asarray(symbols).astype(dtype) + offset

@@ -159,8 +159,13 @@ class LatentGain(nn.Module):
 
     @nn.compact
     def __call__(self, lmbda: jax.Array) -> jax.Array:
-        """Gain ``[B, 1, 1, C]`` (float32) for ``lmbda [B]``."""
-        lmbda = jnp.atleast_1d(jnp.asarray(lmbda, jnp.float32))
+        """Gain ``[B, 1, 1, C]`` for ``lmbda [B]``, float32 (float64 for a float64 ``lmbda``).
+
+        Compression computes entropy parameters in float64 so that every machine decodes alike
+        (:mod:`swinjax.compression`); training passes float32 and gets float32.
+        """
+        lmbda = jnp.atleast_1d(jnp.asarray(lmbda))
+        lmbda = lmbda.astype(jnp.promote_types(lmbda.dtype, jnp.float32))
         mid = LmbdaRange(self.lmbda_min, self.lmbda_max, True).default
         s = jnp.log(lmbda / mid)[:, None]
         slope = self.param(

@@ -176,6 +176,65 @@ class Codec(nn.Module):
             return self.context.fill_group(hyper, y_hat, k, values)  # a pure write
         return self.context.fill_group(hyper, y_hat / gain, k, values / gain) * gain
 
+    # -- coding: the group loop of compress, decompress and forward_eval ------------------------
+    # The loop's state is a dict: ``y_hat`` (gained domain) plus what the context model keeps
+    # between groups (ChARM: the hyperprior features; the masked model: its hyperprior tokens and
+    # the keys / values of the groups already known, so each group costs only its own tokens).
+    # Group values travel in compact form, ``[B, n_k]`` in the C order of group k's mask over
+    # ``[h, w, C]`` (the order of the symbols in a file), via :meth:`group_gather`.
+
+    def coding_state(self, z_hat: jax.Array) -> dict[str, Any]:
+        """The group loop's initial state from ``z_hat [B, h_z, w_z, C_z]``.
+
+        Runs ``h_s`` in the dtype of ``z_hat`` (at least float32): compression calls it in
+        float64, see :mod:`swinjax.compression`.
+        """
+        hyper = self.h_s(z_hat)
+        hyper = hyper.astype(jnp.promote_types(hyper.dtype, jnp.float32))
+        b, h, w, _ = hyper.shape
+        y_hat = jnp.zeros((b, h, w, int(self.model.latent_channels)), hyper.dtype)
+        if isinstance(self.context, MaskedGroupedModel):
+            return {**self.context.coding_state(hyper), "y_hat": y_hat}
+        return {"hyper": hyper, "y_hat": y_hat}
+
+    def coding_params(
+        self, state: dict[str, Any], k: int, lmbda: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Mean and scale of group k, compact ``[B, n_k]`` (gained domain), from ``state``."""
+        y_hat = state["y_hat"]
+        if isinstance(self.context, MaskedGroupedModel):
+            mu, scale = self.context.coding_params(state, k, y_hat.shape[1:3])
+            gain = self.gain(lmbda)
+            if gain is not None:
+                mu, scale = mu * gain, scale * gain
+        else:
+            mu, scale = self.group_params(state["hyper"], y_hat, k, lmbda)
+        return self.group_gather(mu, k), self.group_gather(scale, k)
+
+    def coding_fill(
+        self, state: dict[str, Any], k: int, values: jax.Array, lmbda: jax.Array | None = None
+    ) -> dict[str, Any]:
+        """The state after group k's dequantized ``values [B, n_k]`` (gained domain) are known."""
+        y_hat = state["y_hat"]
+        if not isinstance(self.context, MaskedGroupedModel):
+            full = self.group_scatter(jnp.zeros_like(y_hat), k, values)
+            return {**state, "y_hat": self.fill_group(state["hyper"], y_hat, k, full, lmbda)}
+        y_hat = self.group_scatter(y_hat, k, values)
+        state = {**state, "y_hat": y_hat}
+        if k + 1 < self.context.num_groups:  # the last group's keys would never be used
+            gain = self.gain(lmbda)
+            y_ctx = y_hat if gain is None else y_hat / gain
+            state = {**state, **self.context.coding_fill(state, k, y_ctx)}
+        return state
+
+    def group_gather(self, x: jax.Array, k: int) -> jax.Array:
+        """Group k's entries of ``x [B, h, w, C]``, compact ``[B, n_k]`` (C order of its mask)."""
+        return self.context.group_gather(x, k)
+
+    def group_scatter(self, x: jax.Array, k: int, values: jax.Array) -> jax.Array:
+        """``x [B, h, w, C]`` with group k's entries replaced by compact ``values [B, n_k]``."""
+        return self.context.group_scatter(x, k, values)
+
     @staticmethod
     def _gained_params(
         params_fn: Any, hyper: jax.Array, y_ctx: jax.Array, gain: jax.Array | None
