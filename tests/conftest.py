@@ -80,6 +80,12 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def compiled():
+    """:func:`compile_fast`: jit and compile cheaply; returns the executable."""
+    return compile_fast
+
+
+@pytest.fixture(scope="session")
 def fast():
     """:func:`run_fast`: jit, compile cheaply, run once."""
     return run_fast

@@ -1,12 +1,10 @@
 """MACs and parameters per part (XLA cost analysis) of a variable-rate model with a latent gain."""
 
-from conftest import load_tiny
-
 from swinjax.costs import PARTS, cost_report, format_report
 
 
-def test_cost_report_counts_every_part_of_the_variable_rate_codec():
-    config = load_tiny("swincoder")
+def test_cost_report_counts_every_part_of_the_variable_rate_codec(tiny):
+    config = tiny("swincoder")
     assert config.model.lmbda.gain  # the decode loop must pass lambda to the gained entropy model
     r = cost_report(config, 64, 64)
     macs = r["macs_per_part"]

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import compile_fast
 
 from swinjax.models.discriminator import Discriminator, UNetDiscriminatorSN
 from swinjax.perceptual_losses import d_loss, g_adv_loss
@@ -23,16 +22,16 @@ def disc():
 
 
 @pytest.fixture(scope="session")
-def variables(disc):
+def variables(disc, compiled):
     init = lambda key: disc.init(key, jnp.zeros((1, 8, 8, 3)), update_stats=False)  # noqa: E731
-    return compile_fast(init, jax.random.key(0))(jax.random.key(0))
+    return compiled(init, jax.random.key(0))(jax.random.key(0))
 
 
 @pytest.fixture(scope="session")
-def evaluate(disc, variables):
+def evaluate(disc, variables, compiled):
     """``(variables, x[2, 16, 24, 3]) -> logits``, compiled once (evaluation mode)."""
     fn = lambda v, x: disc.apply(v, x, update_stats=False)  # noqa: E731
-    return compile_fast(fn, variables, _x())
+    return compiled(fn, variables, _x())
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +92,12 @@ def test_sizes_that_are_not_multiples_of_8_are_rejected(disc, variables, shape):
         disc.apply(variables, jnp.zeros(shape), update_stats=False)
 
 
-def test_spectral_state_changes_only_with_update_stats(disc, variables):
+def test_spectral_state_changes_only_with_update_stats(disc, variables, compiled):
     x = _x()
 
     def run(update):
         fn = lambda v, x: disc.apply(v, x, update_stats=update, mutable=["batch_stats"])  # noqa: E731
-        return compile_fast(fn, variables, x)(variables, x)[1]
+        return compiled(fn, variables, x)(variables, x)[1]
 
     kept, updated = run(False), run(True)
     for name in SN_CONVS:

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import load_tiny
 
 from swinjax.layers.adaln import LambdaBlock, LambdaEmbedding, LatentGain, smooth_embedding
 from swinjax.lmbda import LmbdaError, LmbdaRange, lmbda_range
@@ -49,10 +48,10 @@ def test_sampling_is_log_uniform_over_the_range():
     assert np.all(np.abs(counts / lm.size - 1 / 6) < 0.02)
 
 
-def test_model_configs_say_their_lambdas():
-    var = lmbda_range(load_tiny("swincoder"))
+def test_model_configs_say_their_lambdas(tiny):
+    var = lmbda_range(tiny("swincoder"))
     assert var.variable and (var.min, var.max) == (16.0, 1024.0)
-    fixed = lmbda_range(load_tiny("swint_charm"))
+    fixed = lmbda_range(tiny("swint_charm"))
     assert not fixed.variable and fixed.min == 1000.0
     with pytest.raises(LmbdaError, match="model.lmbda.value"):
         lmbda_range(ml_collections.ConfigDict({"id": "m", "variable_rate": False}))
@@ -108,9 +107,9 @@ def test_lambda_block_is_residual_and_keeps_the_stream_energy(fast):
     assert np.linalg.norm(y10) > 5 * np.linalg.norm(y)
 
 
-def test_training_context_of_the_first_groups_is_the_decoders(fast):
+def test_training_context_of_the_first_groups_is_the_decoders(fast, tiny):
     """With context="rounded", groups 0 and 1 get the parameters the decoder computes."""
-    config = load_tiny("swincoder")
+    config = tiny("swincoder")
     assert config.model.entropy.context == "rounded"
     assert config.model.lmbda.gain  # the gained domain is what both sides must agree on
     codec = build_codec(config)
@@ -153,7 +152,7 @@ def test_latent_gain_starts_as_an_8x_step_range_and_is_one_at_the_middle():
     np.testing.assert_allclose(g[0] * g[2], 1.0, rtol=1e-5)  # geometric about the middle
 
 
-def test_gain_moves_the_rate_of_an_untrained_model(fast):
+def test_gain_moves_the_rate_of_an_untrained_model(fast, tiny):
     """The step of 1 / gain alone spreads the estimated rate: more bits at higher lambda.
 
     The entropy model works on y / gain, so its scales grow with the gain and the coded symbols
@@ -164,7 +163,7 @@ def test_gain_moves_the_rate_of_an_untrained_model(fast):
     lm = jnp.asarray([16.0, 128.0, 1024.0])
 
     def bits(gain: bool) -> np.ndarray:
-        config = load_tiny("swincoder")
+        config = tiny("swincoder")
         config.model.lmbda.gain = gain
         codec = build_codec(config)
 

@@ -7,7 +7,6 @@ import flax
 import jax
 import numpy as np
 import pytest
-from conftest import load_tiny
 from PIL import Image
 
 import train as train_entry
@@ -21,7 +20,7 @@ VGG_WIDTH = 8
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny):
     d = tmp_path_factory.mktemp("stages")
     rng = np.random.default_rng(3)
     (d / "images").mkdir()
@@ -29,7 +28,7 @@ def setup(tmp_path_factory):
         img = rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)
         Image.fromarray(img).save(d / "images" / f"{i}.png")
     np.savez(d / "vgg19.npz", **random_vgg_arrays(19, VGG_WIDTH, seed=0))
-    config = load_tiny("swincoder")
+    config = tiny("swincoder")
     codec = build_codec(config)
     x = np.zeros((1, 64, 64, 3), np.float32)
     params = jax.jit(codec.init)(jax.random.key(0), x, np.ones((1,), np.float32), jax.random.key(1))
