@@ -158,3 +158,27 @@ def test_decode_in_another_process_with_other_xla_threading_is_identical(coder, 
 
 def _has_taskset():
     return subprocess.run(["which", "taskset"], capture_output=True).returncode == 0
+
+
+def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(coder):
+    import dataclasses
+    import resource
+
+    header, streams = container.unpack(coder.compress(_photo(64, 64), 64.0))
+    side, g, f = 9984, coder.g, coder.factor
+    c_y, c_z = header.y_shape[2], header.z_shape[2]
+    forged = dataclasses.replace(
+        header,
+        height=side,
+        width=side,
+        y_shape=(side // g, side // g, c_y),
+        z_shape=(side // f, side // f, c_z),
+    )
+    data = container.pack(forged, streams)
+    budget = ImageCodec(coder.exported, max_decode_bytes=2**30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(container.ImageTooLargeError, match="budget of 1.0 GiB") as e:
+        budget.decompress(data)
+    assert "\n" not in str(e.value) and "9984x9984" in str(e.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024  # KiB
+    assert budget.decode_memory_bytes(header) < 2**30  # the real 64x64 file passes
