@@ -143,7 +143,7 @@ def tiling_bd(ckpt: str, tile: int, n_images: int) -> dict:
     from swinjax.coding import tiled
 
     codec = _codec(ckpt)
-    model = codec.model
+    model = codec.model_config
     if not bool(model.get("variable_rate", False)):
         return {"note": "fixed-rate model: one point, no BD-rate"}
     lms = lmbda_range(model).sweep(4)

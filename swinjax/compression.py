@@ -63,11 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swinjax.checkpoint import ExportedModel
 from swinjax.coding import backend, container
 from swinjax.entropy.gaussian import SCALE_MIN, gaussian_likelihood, scale_table
 from swinjax.entropy.quantization import dequantize, quantize
 from swinjax.entropy.tables import CodingTables
+from swinjax.export import ExportedModel
 from swinjax.lmbda import LmbdaError, lmbda_range
 from swinjax.models import build_codec
 from swinjax.transforms import downsampling_factor
@@ -154,6 +154,16 @@ class ImageCodec:
         max_decode_bytes: a file whose decode would need more memory than this
             (:meth:`decode_memory_bytes`) is refused before anything is allocated: a small
             forged file may declare a huge image.
+
+    Attributes:
+        exported: the inference checkpoint given.
+        model_config: the model's configuration (``exported.model``, a ConfigDict).
+        module: the Flax module built from ``model_config``, whose methods the programs apply.
+        params: the parameters (float32); ``params64``: the entropy-parameter subtrees in
+            float64.
+        factor: the image padding factor (the downsampling of z).
+        latent_stride: the downsampling from the image to y (pixels per latent position, a
+            side).
     """
 
     def __init__(
@@ -165,8 +175,8 @@ class ImageCodec:
     ) -> None:
         """Loads parameters and the stored coding tables (never rebuilt here)."""
         self.exported = exported
-        self.model = exported.model
-        self.codec = build_codec(exported.model)
+        self.model_config = exported.model
+        self.module = build_codec(exported.model)
         self.params = jax.device_put(exported.params)
         inner = exported.params["params"]
         with jax.enable_x64(True):
@@ -191,9 +201,9 @@ class ImageCodec:
         self.scale_table = scale_table()
         if self.y_tables.cdf.shape[0] != self.scale_table.shape[0]:
             raise ValueError("the y coding tables do not match the scale table")
-        self.factor = downsampling_factor(self.model)
-        self.g = 2 ** len(self.model.g_a.channels)
-        c = self.codec
+        self.factor = downsampling_factor(self.model_config)
+        self.latent_stride = 2 ** len(self.model_config.g_a.channels)
+        c = self.module
         self.num_groups = int(c.apply(self.params, method=lambda m: m.context.num_groups))
         self._front = jax.jit(lambda p, x, lm: _front(c, p, x, lm))
         self._z_symbols = jax.jit(
@@ -355,8 +365,8 @@ class ImageCodec:
         masked model: its tokens, three groups of keys and values, a group's queries, MLP and
         attention; ChARM: its 3x3 im2col inputs), plus the symbols and rows on the host.
         """
-        e = self.model.entropy
-        c, f = int(self.model.latent_channels), int(self.model.hyper_channels)
+        e = self.model_config.entropy
+        c, f = int(self.model_config.latent_channels), int(self.model_config.hyper_channels)
         hyper = 2 * c + f  # h_s ends at 2C (ChARM: mean | scale features) or a similar width
         if e.kind == "masked_grouped":
             d = int(e.dim)
@@ -412,7 +422,7 @@ class ImageCodec:
         self._check_shapes(header)
         self._check_decode_memory(header)
         lm = header.lmbda
-        if self.model.variable_rate:
+        if self.model_config.variable_rate:
             try:
                 self._lmbda(lm)
             except LmbdaError as e:
@@ -454,10 +464,10 @@ class ImageCodec:
         return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
 
     def _check_shapes(self, header: Any) -> None:
-        f, g = self.factor, self.g
+        f, g = self.factor, self.latent_stride
         hp, wp = header.height + header.pad_h, header.width + header.pad_w
-        want_y = (hp // g, wp // g, int(self.model.latent_channels))
-        want_z = (hp // f, wp // f, int(self.model.hyper_channels))
+        want_y = (hp // g, wp // g, int(self.model_config.latent_channels))
+        want_z = (hp // f, wp // f, int(self.model_config.hyper_channels))
         if hp % f or wp % f or tuple(header.y_shape) != want_y or tuple(header.z_shape) != want_z:
             raise container.CorruptFileError(
                 f"corrupt file: latent shapes y={tuple(header.y_shape)} "

@@ -37,7 +37,7 @@ def compress_to_bpp(
     """
     if not target_bpp > 0:
         raise ValueError(f"the target rate must be positive, got {target_bpp} bpp")
-    model = codec.model
+    model = codec.model_config
     if not bool(model.get("variable_rate", False)):
         raise ValueError("a target rate needs a variable-rate model (this one has one rate point)")
     pixels = image.shape[0] * image.shape[1]

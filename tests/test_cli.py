@@ -235,7 +235,7 @@ class _FakeCodec:
     def __init__(self, variable_rate=True):
         import ml_collections
 
-        self.model = ml_collections.ConfigDict(
+        self.model_config = ml_collections.ConfigDict(
             {"variable_rate": variable_rate, "lmbda": {"min": 16.0, "max": 1024.0}}
         )
         self.calls = []

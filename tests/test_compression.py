@@ -13,6 +13,7 @@ from conftest import load_tiny
 from swinjax import checkpoint
 from swinjax.coding import container
 from swinjax.compression import ImageCodec
+from swinjax.export import export
 from swinjax.imageio import load_image
 from swinjax.models import build_codec
 
@@ -30,7 +31,7 @@ def _export(name, tmp_path_factory, seed=0, perturb=0.0):
     if perturb:
         params = jax.tree.map(lambda p: p * (1 + perturb), params)
     out = tmp_path_factory.mktemp(f"export-{name}")
-    return checkpoint.export(config, params, out)
+    return export(config, params, out)
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +166,7 @@ def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(coder):
     import resource
 
     header, streams = container.unpack(coder.compress(_photo(64, 64), 64.0))
-    side, g, f = 9984, coder.g, coder.factor
+    side, g, f = 9984, coder.latent_stride, coder.factor
     c_y, c_z = header.y_shape[2], header.z_shape[2]
     forged = dataclasses.replace(
         header,

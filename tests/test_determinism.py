@@ -23,13 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_tiny
 
 from swinjax import checkpoint, compression
 from swinjax.coding import container
 from swinjax.compression import ImageCodec
 from swinjax.imageio import load_image
-from swinjax.models import build_codec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "swinjax" / "samples" / "kodim23-crop.png"
@@ -38,15 +36,6 @@ SAMPLE = ROOT / "swinjax" / "samples" / "kodim23-crop.png"
 @pytest.fixture(scope="module")
 def shipped():
     return ImageCodec(checkpoint.load_model("swincoder-ref"))
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    config = load_tiny("swincoder")
-    codec = build_codec(config)
-    x = np.zeros((1, 64, 64, 3), np.float32)
-    params = jax.jit(codec.init)(jax.random.key(0), x, np.ones((1,), np.float32), jax.random.key(1))
-    return checkpoint.export(config, params, tmp_path_factory.mktemp("export"))
 
 
 # Primitives that only pass values on (their sub-jaxprs are checked) or broadcast a constant.
@@ -77,10 +66,10 @@ def _low_precision_values(jaxpr) -> set[str]:
 
 
 def test_entropy_parameter_programs_are_float64_throughout(shipped):
-    c, p = shipped.codec, shipped.params64
+    c, p = shipped.module, shipped.params64
     with jax.enable_x64(True):
         lm = jnp.full((1,), 256.0, jnp.float64)
-        z_sym = jnp.zeros((1, 2, 3, int(shipped.model.hyper_channels)), jnp.int32)
+        z_sym = jnp.zeros((1, 2, 3, int(shipped.model_config.hyper_channels)), jnp.int32)
         jaxpr = jax.make_jaxpr(lambda s: compression._hyper(c, p, s))(z_sym)
         found = _low_precision_values(jaxpr.jaxpr)
         state, _ = compression._hyper(c, p, z_sym)

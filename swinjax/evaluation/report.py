@@ -130,7 +130,7 @@ def assemble(
             "id": exported.model_id,
             "step": exported.step,
             "config_hash": exported.config_hash,
-            "variable_rate": bool(codec.model.get("variable_rate", False)),
+            "variable_rate": bool(codec.model_config.get("variable_rate", False)),
             "ckpt": str(opts.ckpt) if opts.ckpt is not None else _default_model(),
         },
         dataset=dataset,

@@ -221,7 +221,7 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
         codec = open_codec(opts.ckpt, opts.max_pixels)
     except CheckpointError as e:
         raise EvaluationError(str(e)) from e
-    model = codec.model
+    model = codec.model_config
     lmbdas, lm_note = lmbdas_for(model, opts.lmbdas)
     notes.insert(0, lm_note)
     keep = pathlib.Path(opts.keep_files) if opts.keep_files else None
