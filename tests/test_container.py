@@ -4,7 +4,6 @@ import dataclasses
 import io
 import math
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -40,10 +39,8 @@ _VALID = C.pack(_header(), _STREAMS)
 
 
 def _one_line_format_error(data, **kwargs):
-    start = time.perf_counter()
     with pytest.raises(C.FormatError) as e:
         C.unpack(data, **kwargs)
-    assert time.perf_counter() - start < 1.0
     msg = str(e.value)
     assert msg and "\n" not in msg, msg
     return e.value
