@@ -8,6 +8,9 @@ global batch of 8, and reports the median step time over ``--repeats`` runs afte
 steps/s, images/s, achieved GFLOP/s (XLA cost analysis of the compiled step / median time) and
 the ratio to a float32 matmul ceiling measured in the same process (benchmarks/transforms.py).
 
+``--kernels cpu,generic`` times the step once per layer formulation (``config.kernels``: the
+hand-written CPU kernels and the plain-JAX layers accelerators use), interleaved per config.
+
 ``--stages`` times SwinCoder's stage-2 and stage-3 steps (VGG19 perceptual/style losses;
 plus the U-Net discriminator step) against its stage-1 step at 8 x 128^2, with randomly generated
 VGG19 weights (the cost does not depend on their values).
@@ -126,6 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configs", default="swincoder,swinnpe,swint_charm")
     p.add_argument("--sizes", default="256,128")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        help="layer formulations to time, comma-separated (auto, cpu, generic): one row each",
+    )
     p.add_argument("--mesh-overhead", action="store_true")
     p.add_argument("--stages", action="store_true", help="stage 2/3 step cost vs stage 1")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -140,17 +148,19 @@ def main(argv: list[str] | None = None) -> None:
         f"ceiling {ceil['gflops_median']:.1f} GFLOP/s (median, n={ceil['n']})"
     )
     rows = []
-    print("| config | batch | step s | steps/s | images/s | GFLOP/s | / ceiling |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| config | batch | kernels | step s | steps/s | images/s | GFLOP/s | / ceiling |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for name in [n for n in args.configs.split(",") if n]:
         for crop in (int(s) for s in args.sizes.split(",")):
-            r = bench(name, crop, args.repeats, ceil["gflops_median"])
-            rows.append(r)
-            print(
-                f"| {name} | {r['batch']} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} | "
-                f"{r['images_per_s']:.1f} | {r['gflops']:.1f} | {r['ceiling_ratio']:.0%} |",
-                flush=True,
-            )
+            for kernels in args.kernels.split(","):
+                r = bench(name, crop, args.repeats, ceil["gflops_median"], kernels=kernels)
+                rows.append(r)
+                print(
+                    f"| {name} | {r['batch']} | {kernels} | {r['step_s']:.3f} | "
+                    f"{r['steps_per_s']:.2f} | {r['images_per_s']:.1f} | {r['gflops']:.1f} | "
+                    f"{r['ceiling_ratio']:.0%} |",
+                    flush=True,
+                )
     if args.stages:
         rows_s = stage_costs(args.repeats, ceil["gflops_median"])
         base = rows_s[0]["step_s"]

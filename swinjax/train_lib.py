@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from swinjax import losses, precision, sharding
+from swinjax import losses, precision, sharding, summaries
 from swinjax.lmbda import lmbda_range
 from swinjax.models import build_codec
 from swinjax.optim import freezes_encoder, learning_rate, make_disc_optimizer, make_optimizer
@@ -91,6 +91,11 @@ class Trainer:
         )
         self._eval = jax.jit(
             kernels(self._eval_step),
+            in_shardings=(self.state_shardings.params, self.batch_sharding, self.replicated),
+            out_shardings=self.replicated,
+        )
+        self._reconstruct = jax.jit(
+            kernels(self._reconstruct_step),
             in_shardings=(self.state_shardings.params, self.batch_sharding, self.replicated),
             out_shardings=self.replicated,
         )
@@ -268,6 +273,17 @@ class Trainer:
         rate = losses.bpp(out["y_likelihoods"], out["z_likelihoods"], x.shape[1] * x.shape[2])
         return {"bpp": rate, "psnr_db": losses.psnr_db(dist)}
 
+    def _reconstruct_step(
+        self, params: Any, x: jax.Array, lmbda: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        lm = jnp.full((x.shape[0],), lmbda, jnp.float32)
+        x_hat = self.eval_codec.apply(params, x, lm, deterministic=True)["x_hat"]
+        return x, jnp.clip(x_hat.astype(jnp.float32), 0.0, 1.0)
+
+    def reconstruct(self, params: Any, x: jax.Array, lmbda: float) -> tuple[jax.Array, jax.Array]:
+        """``(x, x_hat)`` at one lambda, as :meth:`estimate` codes it, on every process."""
+        return self._reconstruct(params, x, jnp.asarray(lmbda, jnp.float32))
+
     def estimate(self, params: Any, x: jax.Array, lmbda: float) -> dict[str, jax.Array]:
         """Per-example *estimated* bpp (likelihoods, no file) and PSNR at one lambda.
 
@@ -398,6 +414,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         if val is not None and (s % int(config.eval_every) == 0 or s == total):
             v = validate(trainer, state.params, val)
             writer.write({"step": s, **v})
+            summaries.write_validation_images(writer, trainer, state.params, val, s)
             log(validation_line(s, v))
         if s % int(config.checkpoint_every) == 0 or s == total:
             checkpoint.save(mgr, s, state, train_iter)
