@@ -3,8 +3,9 @@
 * ``macs --config FILE[:arg]``: parameters and MACs per part (:mod:`swinjax.costs`).
 * ``compress [--ckpt C] [--lmbda L | --target-bpp B] [--tile N] IN OUT``: an image, or a folder
   of them (the tree is mirrored), to real range-coded ``.swj`` files.
-* ``decompress [--ckpt C] IN OUT``: ``.swj`` file(s) to PNG; without ``--ckpt`` each file is
-  decoded by the shipped model its header names.
+* ``decompress [--ckpt C] [--max-decode-mb M] IN OUT``: ``.swj`` file(s) to PNG; without
+  ``--ckpt`` each file is decoded by the shipped model its header names; a file whose decode
+  would need more than ``M`` MiB of memory is refused before anything is allocated.
 * ``info FILE``: a file's header (no model needed).
 
 ``--ckpt`` takes a shipped model's name, an export directory or a training workdir (default: the
@@ -57,11 +58,13 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_codec(ckpt: str | os.PathLike | None, max_pixels: int) -> Any:
+def _load_codec(
+    ckpt: str | os.PathLike | None, max_pixels: int, max_decode_bytes: int | None = None
+) -> Any:
     from swinjax.codec_cache import CheckpointError, open_codec
 
     try:
-        return open_codec(ckpt, max_pixels)
+        return open_codec(ckpt, max_pixels, max_decode_bytes)
     except CheckpointError as e:
         raise UserError(str(e)) from e
 
@@ -270,6 +273,9 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     from swinjax.coding.container import FormatError
     from swinjax.imageio import save_png
 
+    if args.max_decode_mb <= 0:
+        raise UserError(f"--max-decode-mb must be positive, got {args.max_decode_mb}")
+    budget = args.max_decode_mb * 2**20
     pairs, folder = _jobs(args.input, args.output, _find_swj, ".png")
     if not folder:
         _check_output(pairs[0][1], args.force)
@@ -278,7 +284,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     # per model, loaded when a file first needs it.
     codecs: dict[pathlib.Path | None, Any] = {}
     if args.ckpt is not None:
-        codecs[None] = _load_codec(args.ckpt, args.max_pixels)
+        codecs[None] = _load_codec(args.ckpt, args.max_pixels, budget)
 
     def work(src: pathlib.Path, dst: pathlib.Path) -> str:
         try:
@@ -289,7 +295,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             if args.ckpt is None:
                 model = _shipped_for(tiled.first_header(data, args.max_pixels))
                 if model not in codecs:
-                    codecs[model] = _load_codec(model, args.max_pixels)
+                    codecs[model] = _load_codec(model, args.max_pixels, budget)
                 codec = codecs[model]
             else:
                 codec = codecs[None]
@@ -338,6 +344,7 @@ def _io_args(p: argparse.ArgumentParser, ckpt_help: str, what_in: str, what_out:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m swinjax``."""
+    from swinjax.compression import DEFAULT_DECODE_MEMORY
     from swinjax.export import DEFAULT_MODEL, shipped_models
 
     parser = argparse.ArgumentParser(prog="python -m swinjax", description=__doc__.split("\n")[0])
@@ -375,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", help=".swj file (or folder of them) -> PNG")
     _io_args(
         p, f"{ckpt} (default: the shipped model each file's header names)", "a .swj file", "a .png"
+    )
+    p.add_argument(
+        "--max-decode-mb",
+        type=int,
+        default=DEFAULT_DECODE_MEMORY // 2**20,
+        help="refuse, before allocating, a file whose decode needs more memory than this many "
+        f"MiB (default {DEFAULT_DECODE_MEMORY // 2**20})",
     )
     p.set_defaults(func=_cmd_decompress)
 

@@ -22,20 +22,27 @@ class CheckpointError(Exception):
     """A ``--ckpt`` that cannot be loaded or used; the message is one line for the user."""
 
 
-def open_codec(ckpt: str | os.PathLike | None = None, max_pixels: int | None = None) -> ImageCodec:
+def open_codec(
+    ckpt: str | os.PathLike | None = None,
+    max_pixels: int | None = None,
+    max_decode_bytes: int | None = None,
+) -> ImageCodec:
     """The (cached) codec of ``ckpt``.
 
     Args:
         ckpt: what :func:`swinjax.export.resolve_ckpt` takes: a shipped model's name, an export
             directory, a training workdir, or ``None`` for the shipped default model.
         max_pixels: the size limit of images and files (default: the file format's).
+        max_decode_bytes: the decoder's memory budget (default:
+            :data:`swinjax.compression.DEFAULT_DECODE_MEMORY`); a file whose decode needs more
+            is refused with a one-line :class:`~swinjax.coding.container.ImageTooLargeError`.
 
     Raises:
         CheckpointError: ``ckpt`` is neither a shipped name, an export nor a training workdir,
             or is invalid.
     """
     from swinjax.checkpoint import load_model
-    from swinjax.compression import DEFAULT_MAX_PIXELS
+    from swinjax.compression import DEFAULT_DECODE_MEMORY, DEFAULT_MAX_PIXELS
     from swinjax.export import DEFAULT_MODEL
 
     what = DEFAULT_MODEL if ckpt is None else str(ckpt)
@@ -50,7 +57,8 @@ def open_codec(ckpt: str | os.PathLike | None = None, max_pixels: int | None = N
         if p.exists()
     )
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
-    return _cached_codec(_CacheKey((str(path), stamps, limit), exported))
+    budget = DEFAULT_DECODE_MEMORY if max_decode_bytes is None else int(max_decode_bytes)
+    return _cached_codec(_CacheKey((str(path), stamps, limit, budget), exported))
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,6 @@ def _cached_codec(k: _CacheKey) -> ImageCodec:
     from swinjax.compression import ImageCodec
 
     try:
-        return ImageCodec(k.exported, max_pixels=k.key[2])
+        return ImageCodec(k.exported, max_pixels=k.key[2], max_decode_bytes=k.key[3])
     except ValueError as e:
         raise CheckpointError(f"cannot use checkpoint {k.key[0]}: {e}") from e

@@ -400,8 +400,8 @@ class ImageCodec:
             if need > self.max_decode_bytes:
                 raise container.ImageTooLargeError(
                     f"decoding this {header.height}x{header.width} image needs about "
-                    f"{need / 2**30:.1f} GiB, more than the decoder's budget of "
-                    f"{self.max_decode_bytes / 2**30:.1f} GiB (max_decode_bytes)"
+                    f"{_format_bytes(need)}, more than the decoder's budget of "
+                    f"{_format_bytes(self.max_decode_bytes)} (max_decode_bytes)"
                 )
 
     def decode_latents(self, data: bytes) -> tuple[Any, jax.Array, jax.Array]:
@@ -474,6 +474,11 @@ class ImageCodec:
                 f"z={tuple(header.z_shape)} do not match a {header.height}x{header.width} image "
                 "for this model"
             )
+
+
+def _format_bytes(n: int) -> str:
+    """``n`` bytes for a message: GiB with one decimal from 1 GiB up, whole MiB below."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _decode_stream(

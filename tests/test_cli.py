@@ -411,3 +411,15 @@ def test_a_file_from_a_model_not_shipped_is_a_one_line_error(ship, export, image
         "compress", "--ckpt", "swincoder-v9", images / "plain.png", tmp_path / "x.swj"
     )
     one_line_error(status, err, "'swincoder-v9'", "shipped: tiny")
+
+
+def test_decode_memory_budget_refuses_a_file_in_one_line(round_trip, export, tmp_path):
+    f = round_trip["out"] / "swj" / "plain.swj"
+    out = tmp_path / "o.png"
+    status, _, err = run("decompress", "--ckpt", export, "--max-decode-mb", "1", f, out)
+    one_line_error(
+        status, err, "plain.swj", f"{SIZE[0]}x{SIZE[1]} image needs about", "budget of 1 MiB"
+    )
+    status, _, err = run("decompress", "--ckpt", export, "--max-decode-mb", "0", f, out)
+    one_line_error(status, err, "--max-decode-mb must be positive")
+    assert not out.exists()
