@@ -94,7 +94,27 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch_two(workdir, images, steps, cache=None):
+# train.py, with every image decode of this process appended to ``<log>-<process index>.txt``.
+TRAIN_LOGGING_DECODES = textwrap.dedent(
+    """
+    import os, sys
+    from swinjax import imageio
+    log = sys.argv.pop(1) + "-" + os.environ["SWINJAX_PROCESS_ID"] + ".txt"
+    load_image = imageio.load_image
+
+    def logged(path, *args, **kwargs):
+        with open(log, "a") as f:
+            f.write(str(path) + "\\n")
+        return load_image(path, *args, **kwargs)
+
+    imageio.load_image = logged
+    import train
+    sys.exit(train.main(sys.argv))
+    """
+)
+
+
+def _launch_two(workdir, images, steps, cache=None, decode_log=None):
     port = _free_port()
     procs = []
     # A persistent XLA cache shared by the launches: the restart compiles nothing new.
@@ -109,7 +129,7 @@ def _launch_two(workdir, images, steps, cache=None):
         )
         argv = [
             sys.executable,
-            "train.py",
+            *(["train.py"] if decode_log is None else ["-c", TRAIN_LOGGING_DECODES, decode_log]),
             f"--config={ROOT / 'configs' / 'tiny.py'}",
             f"--workdir={workdir}",
             f"--config.total_steps={steps}",
@@ -142,12 +162,55 @@ def _compilation_cache_env(cache):
     }
 
 
-def test_two_processes_train_save_and_restore(tmp_path, images):
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory):
+    """More files than the test's runs draw examples: no file is drawn twice."""
+    d = tmp_path_factory.mktemp("many-images")
+    rng = np.random.default_rng(2)
+    for i in range(48):
+        Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+def test_two_processes_train_save_and_restore(tmp_path, many_images):
+    """Two processes: each decodes only its rows, checkpoints are written once, restarts resume."""
     work = tmp_path / "two"
-    _launch_two(work, images, steps=2, cache=tmp_path / "xla-cache")
+    log = str(tmp_path / "decoded")
+    _launch_two(work, many_images, steps=2, cache=tmp_path / "xla-cache", decode_log=log)
     assert (work / "checkpoints" / "2").is_dir()
-    outs = _launch_two(work, images, steps=4, cache=tmp_path / "xla-cache")
+    outs = _launch_two(work, many_images, steps=4, cache=tmp_path / "xla-cache", decode_log=log)
     assert "resumed from" in outs[0] and "at step 2" in outs[0]
     records = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # written by process 0 only
     assert all(np.isfinite(r["loss"]) for r in records)
+
+    # Input: 4 steps x 4 rows (+ read-ahead) stay within one epoch of 48 files, so every file
+    # is drawn at most once. A process reading the whole global batch would decode the other
+    # process's files too; each decodes only files of its own rows (at least its 2 x 4).
+    decoded = [set(pathlib.Path(f"{log}-{p}.txt").read_text().split()) for p in range(2)]
+    assert all(len(d) >= 8 for d in decoded), [len(d) for d in decoded]
+    assert not decoded[0] & decoded[1]
+
+    # Checkpoints: one directory per saved step for both processes (no per-process copies), and
+    # its arrays stored once: the bytes the processes wrote add up to one copy of the train state
+    # (parameters and AdamW's two moments; Orbax splits the replicated arrays between the
+    # writers), not one copy per process.
+    steps = sorted(p.name for p in (work / "checkpoints").iterdir())
+    assert steps == ["2", "4"], steps
+    state = work / "checkpoints" / "4" / "state"
+    written = sum(f.stat().st_size for f in state.glob("ocdbt.process_*/**/*") if f.is_file())
+    one_copy = 3 * _param_bytes(ROOT / "configs" / "tiny.py")
+    assert 0.5 * one_copy < written < 1.25 * one_copy, (written, one_copy)
+
+
+def _param_bytes(config_path):
+    import jax
+    import jax.numpy as jnp
+
+    from swinjax.config_utils import load_config
+    from swinjax.models import build_codec
+
+    codec = build_codec(load_config(str(config_path)))
+    x, lm = jnp.zeros((1, 64, 64, 3)), jnp.ones((1,))
+    params = jax.eval_shape(codec.init, jax.random.key(0), x, lm, jax.random.key(1))
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
