@@ -94,6 +94,26 @@ def dists_available(path: str | os.PathLike | None) -> bool:
     return weights_available(path)
 
 
+def _read_vgg16_file(
+    path: str | os.PathLike, width: int, heads: dict[str, tuple[int, ...]], what: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays of a metric's weights file and its VGG16 parameters, every entry checked.
+
+    Args:
+        path: the ``.npz`` file.
+        width: the VGG's first-stage width.
+        heads: the metric's own entries and their shapes, checked as well.
+        what: what the file is for, used in messages.
+
+    Returns:
+        ``(arrays, vgg params)``: the file's arrays (for the metric's own entries) and VGG16.
+    """
+    arrays = read_npz(path, what)
+    vgg = vgg_params_from_arrays(arrays, 16, width, path, what)
+    check_entries(arrays, heads, path, what)
+    return arrays, vgg
+
+
 def load_lpips(path: str | os.PathLike, width: int = 64) -> dict[str, Any]:
     """LPIPS(VGG) parameters ``{"vgg": VGG16 params, "lin": [5 x (C_k,)]}`` from a local file.
 
@@ -101,11 +121,8 @@ def load_lpips(path: str | os.PathLike, width: int = 64) -> dict[str, Any]:
         FileNotFoundError: the file is missing (the message says how to make it).
         swinjax.models.vgg.WeightsFormatError: an entry is missing or mis-shaped.
     """
-    what = "LPIPS (VGG) weights"
-    arrays = read_npz(path, what)
-    vgg = vgg_params_from_arrays(arrays, 16, width, path, what)
     heads = lpips_head_shapes(width)
-    check_entries(arrays, heads, path, what)
+    arrays, vgg = _read_vgg16_file(path, width, heads, "LPIPS (VGG) weights")
     lin = [jnp.asarray(arrays[k][0, 0, :, 0], jnp.float32) for k in heads]
     return {"vgg": vgg, "lin": lin}
 
@@ -117,10 +134,7 @@ def load_dists(path: str | os.PathLike, width: int = 64) -> dict[str, Any]:
         FileNotFoundError: the file is missing (the message says how to make it).
         swinjax.models.vgg.WeightsFormatError: an entry is missing or mis-shaped.
     """
-    what = "DISTS weights"
-    arrays = read_npz(path, what)
-    vgg = vgg_params_from_arrays(arrays, 16, width, path, what)
-    check_entries(arrays, dists_head_shapes(width), path, what)
+    arrays, vgg = _read_vgg16_file(path, width, dists_head_shapes(width), "DISTS weights")
     return {
         "vgg": vgg,
         "alpha": jnp.asarray(arrays["alpha"], jnp.float32),
