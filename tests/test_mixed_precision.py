@@ -115,3 +115,12 @@ def test_unknown_dtype_and_kernels_are_rejected():
     assert precision.compute_dtype(config) == jnp.bfloat16
     with pytest.raises(ValueError, match="kernels must be one of"):
         precision.kernel_choice(config)
+
+
+def test_validation_of_a_bfloat16_run_codes_in_float32(runs):
+    """Validation (estimate, reconstruct) runs the float32 inference codec, as compress does."""
+    trainer, state, _, _ = runs["bfloat16"]
+    x = jnp.asarray(_images(2, 64, 9))
+    lm = jnp.asarray(128.0)
+    for fn in (trainer._eval, trainer._reconstruct):
+        assert "bf16" not in fn.lower(state.params, x, lm).as_text()
