@@ -79,6 +79,34 @@ def tiny():
     return load_tiny
 
 
+def read_tensorboard(folder) -> dict:
+    """``{tag: [(step, summary value proto)]}`` from the tensorboardX event files in ``folder``.
+
+    Event files are TFRecords: a little-endian u64 length, its u32 CRC, the serialized ``Event``
+    and the data's u32 CRC.
+    """
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out: dict = {}
+    for f in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
+        data, i = f.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tensorboard_events():
+    """:func:`read_tensorboard`: the summary values of a folder's event files, per tag."""
+    return read_tensorboard
+
+
 @pytest.fixture(scope="session")
 def compiled():
     """:func:`compile_fast`: jit and compile cheaply; returns the executable."""

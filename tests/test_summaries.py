@@ -1,8 +1,6 @@
 """Validation images in TensorBoard: original | reconstruction per crop, one image per lambda."""
 
 import io
-import pathlib
-import struct
 import types
 
 import jax
@@ -15,21 +13,14 @@ from PIL import Image
 from swinjax import sharding, summaries
 
 
-def _images(folder):
-    """``{tag: [(step, uint8 image)]}`` from the event files in ``folder``."""
-    from tensorboardX.proto import event_pb2
-
+def _images(events):
+    """``{tag: [(step, uint8 image)]}``: the image summaries among ``events``."""
     out = {}
-    for f in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
-        data, i = f.read_bytes(), 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i : i + 8])
-            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-            i += 12 + n + 4
-            for v in event.summary.value:
-                if v.HasField("image"):
-                    img = np.asarray(Image.open(io.BytesIO(v.image.encoded_image_string)))
-                    out.setdefault(v.tag, []).append((event.step, img))
+    for tag, values in events.items():
+        for step, v in values:
+            if v.HasField("image"):
+                img = np.asarray(Image.open(io.BytesIO(v.image.encoded_image_string)))
+                out.setdefault(tag, []).append((step, img))
     return out
 
 
@@ -61,7 +52,7 @@ def _fake_trainer(tensorboard):
     return types.SimpleNamespace(config=config, mesh=mesh, reconstruct=reconstruct), calls
 
 
-def test_validation_images_go_to_tensorboard_at_three_lambdas(tmp_path):
+def test_validation_images_go_to_tensorboard_at_three_lambdas(tmp_path, tensorboard_events):
     pytest.importorskip("tensorboardX", reason="the [tensorboard] extra is not installed")
     from swinjax.train_log import MetricsWriter
 
@@ -72,7 +63,7 @@ def test_validation_images_go_to_tensorboard_at_three_lambdas(tmp_path):
     summaries.write_validation_images(writer, trainer, None, batches, step=300)
     writer.close()
     assert calls == [16.0, 128.0, 1024.0]
-    images = _images(tmp_path / "tensorboard")
+    images = _images(tensorboard_events(tmp_path / "tensorboard"))
     assert sorted(images) == [
         "val/images/lambda_1024",
         "val/images/lambda_128",

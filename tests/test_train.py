@@ -81,41 +81,30 @@ def test_training_writes_metrics_checkpoints_and_an_export(reference_run):
     )
 
 
-def _tensorboard_scalars(folder):
-    """``{tag: [(step, value)]}`` read from tensorboardX event files (TFRecord framing)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    out = {}
-    for f in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
-        data, i = f.read_bytes(), 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i : i + 8])
-            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-            i += 12 + n + 4
-            for v in event.summary.value:
-                out.setdefault(v.tag, []).append((event.step, v.simple_value))
-    return out
+def _scalars(events):
+    """``{tag: [(step, value)]}`` from :func:`read_tensorboard`'s output."""
+    return {tag: [(step, v.simple_value) for step, v in vs] for tag, vs in events.items()}
 
 
-def test_training_writes_tensorboard_scalars_beside_the_json_lines(reference_run):
+def test_training_writes_tensorboard_scalars_beside_the_json_lines(
+    reference_run, tensorboard_events
+):
     pytest.importorskip("tensorboardX", reason="the [tensorboard] extra is not installed")
-    scalars = _tensorboard_scalars(reference_run / "tensorboard")
+    scalars = _scalars(tensorboard_events(reference_run / "tensorboard"))
     records = _records(reference_run)
     assert [s for s, _ in scalars["train/loss"]] == [r["step"] for r in records if "loss" in r]
     for (_, v), r in zip(scalars["train/bpp"], [r for r in records if "bpp" in r], strict=True):
         assert v == pytest.approx(r["bpp"], rel=1e-5, abs=1e-6)
 
 
-def test_validation_records_go_under_val_in_tensorboard(tmp_path):
+def test_validation_records_go_under_val_in_tensorboard(tmp_path, tensorboard_events):
     pytest.importorskip("tensorboardX", reason="the [tensorboard] extra is not installed")
     from swinjax.train_log import MetricsWriter
 
     w = MetricsWriter(tmp_path, tensorboard=True)
     w.write({"step": 1000, "val_bpp@16": 0.25, "val_psnr_db@16": 27.5, "note": "text"})
     w.close()
-    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    scalars = _scalars(tensorboard_events(tmp_path / "tensorboard"))
     assert scalars == {"val/bpp/lambda_16": [(1000, 0.25)], "val/psnr_db/lambda_16": [(1000, 27.5)]}
     off = MetricsWriter(tmp_path / "off", tensorboard=False)
     off.write({"step": 1, "loss": 1.0})
