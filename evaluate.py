@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the evaluation; returns the exit status (2: a user error, printed as one line)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    from swinjax import evaluation
+    from swinjax import compile_cache, evaluation
 
+    compile_cache.enable()
     opts = evaluation.EvalOptions(
         ckpt=args.ckpt,
         data=args.data,

@@ -57,10 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     A user's mistake (a config that cannot work, missing data or weights, a diverging run) is one
     line on stderr and status 1 (2 for bad flags); anything else is a bug and keeps its traceback.
     """
+    from swinjax import compile_cache
     from swinjax.data import DataConfigError
     from swinjax.train_config import ConfigError
     from swinjax.train_lib import NonFiniteError
 
+    compile_cache.enable()  # a restart loads the compiled step instead of compiling it again
     try:
         run(sys.argv if argv is None else argv)
     except (ConfigError, DataConfigError, NonFiniteError, FileNotFoundError) as e:

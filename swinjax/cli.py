@@ -404,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if func in (_cmd_compress, _cmd_decompress):
+        from swinjax import compile_cache
+
+        compile_cache.enable()  # later runs load the compiled programs instead of compiling
     try:
         return func(args)
     except UserError as e:

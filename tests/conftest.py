@@ -7,11 +7,18 @@ models (``ship``).
 
 ``JAX_PLATFORMS`` is defaulted to cpu (these are CPU tests and must not grab an accelerator) and
 XLA's backend optimisation level to 0 (compile time dominates tiny test programs); tests that need
-e.g. several host devices append their flags to ``XLA_FLAGS``.
+e.g. several host devices append their flags to ``XLA_FLAGS``. The session shares one fresh JAX
+compilation cache (``JAX_COMPILATION_CACHE_DIR``, unless already set): the pytest-xdist workers,
+the subprocesses and the notebook's kernel inherit it, so a program that several tests compile
+alike (same program, same XLA flags) is compiled once per run. It starts empty, as in CI, and is
+removed at the end.
 """
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The test programs are tiny: XLA's CPU optimisation passes cost far more compile time than they
@@ -21,6 +28,14 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
+
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    # Made by the first process that loads this file (the xdist controller), before the workers
+    # start: they inherit the variable and use the same folder.
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="swinjax-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -58,7 +73,11 @@ def compile_fast(fn, *args):
 
     Static (non-array) arguments must be closed over by ``fn``.
     """
-    lowered = jax.jit(fn).lower(*args)
+    return compile_lowered(jax.jit(fn).lower(*args))
+
+
+def compile_lowered(lowered):
+    """``lowered.compile()`` with the cheapest compiler options this XLA knows."""
     for i, options in enumerate(_FAST_COMPILE_OPTIONS):
         try:
             return lowered.compile(compiler_options=options)
@@ -111,6 +130,12 @@ def tensorboard_events():
 def compiled():
     """:func:`compile_fast`: jit and compile cheaply; returns the executable."""
     return compile_fast
+
+
+@pytest.fixture(scope="session")
+def compiled_lowered():
+    """:func:`compile_lowered`: compile an already lowered program cheaply."""
+    return compile_lowered
 
 
 @pytest.fixture(scope="session")

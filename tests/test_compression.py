@@ -8,26 +8,19 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import load_tiny
 
 from swinjax import checkpoint
 from swinjax.coding import container
 from swinjax.compression import ImageCodec
 from swinjax.export import export
 from swinjax.imageio import load_image
-from swinjax.models import build_codec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 
 
-def _export(name, tmp_path_factory, seed=0, perturb=0.0):
-    config = load_tiny(name)
-    codec = build_codec(config)
-    x = np.zeros((1, 64, 64, 3), np.float32)
-    params = jax.jit(codec.init)(
-        jax.random.key(seed), x, np.ones((1,), np.float32), jax.random.key(1)
-    )
+def _export(name, tmp_path_factory, tiny_params, perturb=0.0):
+    config, _, params = tiny_params(name)
     if perturb:
         params = jax.tree.map(lambda p: p * (1 + perturb), params)
     out = tmp_path_factory.mktemp(f"export-{name}")
@@ -35,13 +28,13 @@ def _export(name, tmp_path_factory, seed=0, perturb=0.0):
 
 
 @pytest.fixture(scope="session")
-def coder(tmp_path_factory):
-    return ImageCodec(checkpoint.load_model(_export("swincoder", tmp_path_factory)))
+def coder(tiny_export):
+    return ImageCodec(checkpoint.load_model(tiny_export))
 
 
 @pytest.fixture(scope="session")
-def charm_coder(tmp_path_factory):
-    return ImageCodec(checkpoint.load_model(_export("swinnpe", tmp_path_factory)))
+def charm_coder(tmp_path_factory, tiny_params):
+    return ImageCodec(checkpoint.load_model(_export("swinnpe", tmp_path_factory, tiny_params)))
 
 
 def _photo(h=96, w=130):
@@ -107,10 +100,14 @@ def test_file_from_another_model_is_refused(coder, charm_coder):
         charm_coder.decompress(data)
 
 
-def test_decoder_with_different_weights_reports_a_checksum_mismatch(coder, tmp_path_factory):
+def test_decoder_with_different_weights_reports_a_checksum_mismatch(
+    coder, tmp_path_factory, tiny_params
+):
     # Same model id and config, slightly different weights: the decoder computes other scale
     # indexes, decodes other symbols, and must say so instead of returning a garbage image.
-    other = ImageCodec(checkpoint.load_model(_export("swincoder", tmp_path_factory, perturb=0.05)))
+    other = ImageCodec(
+        checkpoint.load_model(_export("swincoder", tmp_path_factory, tiny_params, perturb=0.05))
+    )
     data = coder.compress(_photo(), 64.0)
     with pytest.raises(container.FormatError, match="checksum mismatch|corrupt|decod"):
         other.decompress(data)

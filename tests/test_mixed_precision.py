@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import _FAST_COMPILE_OPTIONS, load_tiny
 
 from swinjax import precision
 from swinjax.models import build_codec
@@ -20,26 +19,15 @@ def _images(n, size, seed):
     return np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
 
 
-def _compile(lowered):
-    """``lowered.compile()`` with the cheap compiler options of the test suite."""
-    for options in _FAST_COMPILE_OPTIONS:
-        try:
-            return lowered.compile(compiler_options=options)
-        except Exception as e:  # an option this XLA does not know
-            if "compile option" not in str(e):
-                raise
-    raise AssertionError("no compile options worked")
-
-
-def _trainer(dtype):
-    config = load_tiny("swincoder")
+def _trainer(tiny, dtype):
+    config = tiny("swincoder")
     config.dtype, config.crop, config.batch_size = dtype, 64, 2
     config.lr, config.warmup_steps = 1e-3, 1
     return Trainer(config)
 
 
-def _train(trainer, state, batches, key):
-    step = _compile(trainer._step.lower(state, batches[0], key, trainer.extra))
+def _train(compile_lowered, trainer, state, batches, key):
+    step = compile_lowered(trainer._step.lower(state, batches[0], key, trainer.extra))
     losses = []
     for x in batches:
         state, m = step(state, x, key, trainer.extra)
@@ -48,17 +36,20 @@ def _train(trainer, state, batches, key):
 
 
 @pytest.fixture(scope="module")
-def runs():
+def runs(tiny, compiled_lowered):
     """The tiny SwinCoder trained STEPS steps in float32 and in bfloat16 from the same init."""
-    trainers = {dtype: _trainer(dtype) for dtype in ("float32", "bfloat16")}
+    trainers = {dtype: _trainer(tiny, dtype) for dtype in ("float32", "bfloat16")}
     key = jax.random.key(0)
     # Parameters do not depend on the computation dtype: one init serves both runs.
-    init = _compile(trainers["float32"]._init.lower(key))(key)
+    init = compiled_lowered(trainers["float32"]._init.lower(key))(key)
     batches = [jnp.asarray(_images(2, 64, seed)) for seed in range(STEPS)]
     out = {}
     for dtype, trainer in trainers.items():
         state = jax.tree.map(jnp.copy, init)  # the step donates its state
-        out[dtype] = (trainer, *_train(trainer, state, batches, jax.random.key(3)))
+        out[dtype] = (
+            trainer,
+            *_train(compiled_lowered, trainer, state, batches, jax.random.key(3)),
+        )
     return out
 
 
@@ -106,8 +97,8 @@ def test_bfloat16_runs_the_transforms_but_not_the_entropy_parameters_in_bfloat16
     assert trainer.eval_codec.dtype is None
 
 
-def test_unknown_dtype_and_kernels_are_rejected():
-    config = load_tiny("swincoder")
+def test_unknown_dtype_and_kernels_are_rejected(tiny):
+    config = tiny("swincoder")
     config.dtype = "float16"
     with pytest.raises(ValueError, match="dtype must be one of"):
         precision.compute_dtype(config)

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_tiny
 from PIL import Image
 
 from swinjax import sharding, summaries
@@ -38,9 +37,8 @@ def test_image_grid_puts_each_original_beside_its_reconstruction():
         summaries.image_grid(x, x[:1])
 
 
-def _fake_trainer(tensorboard):
+def _fake_trainer(config, tensorboard):
     """What write_validation_images needs of a Trainer; reconstructs x as 1 - x at every lambda."""
-    config = load_tiny("swincoder")
     config.tensorboard = tensorboard
     calls = []
 
@@ -52,11 +50,11 @@ def _fake_trainer(tensorboard):
     return types.SimpleNamespace(config=config, mesh=mesh, reconstruct=reconstruct), calls
 
 
-def test_validation_images_go_to_tensorboard_at_three_lambdas(tmp_path, tensorboard_events):
+def test_validation_images_go_to_tensorboard_at_three_lambdas(tmp_path, tensorboard_events, tiny):
     pytest.importorskip("tensorboardX", reason="the [tensorboard] extra is not installed")
     from swinjax.train_log import MetricsWriter
 
-    trainer, calls = _fake_trainer(tensorboard=True)
+    trainer, calls = _fake_trainer(tiny("swincoder"), tensorboard=True)
     x = np.random.default_rng(1).random((4, 8, 8, 3)).astype(np.float32)
     batches = [{"x": x, "mask": np.ones(4, bool)}]
     writer = MetricsWriter(tmp_path, tensorboard=True)
@@ -74,8 +72,8 @@ def test_validation_images_go_to_tensorboard_at_three_lambdas(tmp_path, tensorbo
     np.testing.assert_array_equal(img, summaries.image_grid(x[:2], 1.0 - x[:2]))
 
 
-def test_no_validation_images_without_tensorboard(tmp_path):
-    trainer, calls = _fake_trainer(tensorboard=False)
+def test_no_validation_images_without_tensorboard(tmp_path, tiny):
+    trainer, calls = _fake_trainer(tiny("swincoder"), tensorboard=False)
     writer = types.SimpleNamespace(tb=None)
     x = jnp.zeros((2, 8, 8, 3))
     summaries.write_validation_images(writer, trainer, None, [{"x": x}], step=1)
