@@ -14,9 +14,10 @@ a file without ``--force``; in folder mode every output is checked before any wo
 
 This module is the front end only: it parses, checks paths and reports. Coding is
 :mod:`swinjax.compression`, tiles :mod:`swinjax.coding.tiled`, the rate search
-:mod:`swinjax.rate_search`, loading a model :mod:`swinjax.codec_cache`. User mistakes print one
-line and exit with status 2, never a traceback; a folder run reports a bad file on one line,
-goes on, and exits with status 1 if any file failed.
+:mod:`swinjax.rate_search`, planning a run's files :mod:`swinjax.jobs`, loading a model
+:mod:`swinjax.codec_cache`. User mistakes print one line and exit with status 2, never a
+traceback; a folder run reports a bad file on one line, goes on, and exits with status 1 if
+any file failed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from swinjax import jobs
 from swinjax.coding import tiled
 from swinjax.coding.container import DEFAULT_MAX_PIXELS
 
@@ -79,17 +81,6 @@ def _shipped_for(header: Any) -> pathlib.Path:
         raise UserError(f"{e}; give --ckpt with the model that wrote it") from e
 
 
-def _check_output(path: str | pathlib.Path, force: bool) -> pathlib.Path:
-    out = pathlib.Path(path)
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; use --force to overwrite it")
-    if out.is_dir():
-        raise UserError(f"{out} is a folder; give a file name (or a folder as input)")
-    if not out.parent.is_dir():
-        raise UserError(f"output folder {out.parent} does not exist")
-    return out
-
-
 def _write(path: pathlib.Path, write: Callable[[pathlib.Path, bool], Any], force: bool) -> None:
     """Runs ``write(path, overwrite)``, turning its errors into one-line user errors."""
     try:
@@ -98,85 +89,6 @@ def _write(path: pathlib.Path, write: Callable[[pathlib.Path, bool], Any], force
         raise UserError(f"{path} exists; use --force to overwrite it") from e
     except OSError as e:  # a full disk, a read-only file system, ...
         raise UserError(f"cannot write {path}: {e.strerror or e}") from e
-
-
-# -- jobs: one file, or a whole folder mirrored ------------------------------------------------
-
-
-def _jobs(
-    src: str, dst: str, find: Callable[[pathlib.Path], list[pathlib.Path]], suffix: str
-) -> tuple[list[tuple[pathlib.Path, pathlib.Path]], bool]:
-    """``[(input, output)]`` and whether the input was a folder (whose tree is mirrored)."""
-    inp, out = pathlib.Path(src), pathlib.Path(dst)
-    if inp.is_dir():
-        if out.exists() and not out.is_dir():
-            raise UserError(f"{inp} is a folder, so the output must be a folder too: {out}")
-        files = find(inp)
-        if not files:
-            what = "image files" if suffix == ".swj" else "*.swj files"
-            raise UserError(f"{inp}: no input files found (looked for {what})")
-        pairs = [(f, out / f.relative_to(inp).with_suffix(suffix)) for f in files]
-        seen: dict[pathlib.Path, pathlib.Path] = {}
-        for f, o in pairs:
-            if o in seen:
-                raise UserError(f"{seen[o]} and {f} would both be written to {o}")
-            seen[o] = f
-        return pairs, True
-    if not inp.exists():
-        raise UserError(f"{inp}: no such file or folder")
-    if out.is_dir():
-        out = out / inp.with_suffix(suffix).name
-    return [(inp, out)], False
-
-
-def _find_images(folder: pathlib.Path) -> list[pathlib.Path]:
-    from swinjax.image_files import DataConfigError, find_images
-
-    try:
-        return [pathlib.Path(f) for f in find_images([str(folder)])]
-    except DataConfigError:
-        return []
-
-
-def _find_swj(folder: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*.swj")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-
-
-def _file_id(path: pathlib.Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _prepare_outputs(pairs: list[tuple[pathlib.Path, pathlib.Path]], force: bool) -> None:
-    """Refuses existing outputs before any work (no half-done folder runs) and makes folders.
-
-    An output that is one of the inputs (the same file, under any name) is refused even with
-    ``--force``: writing it would destroy the user's original.
-    """
-    inputs = {_file_id(i): i for i, _ in pairs}
-    inputs.pop(None, None)
-    for _, o in pairs:
-        clash = inputs.get(_file_id(o)) if o.exists() else None
-        if clash is not None:
-            raise UserError(
-                f"{o} is an input ({clash}); refusing to write over it, even with --force"
-            )
-    existing = [o for _, o in pairs if o.exists()]
-    if existing and not force:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise UserError(f"{existing[0]}{more} exist(s); use --force to overwrite")
-    for _, o in pairs:
-        if o.is_dir():
-            raise UserError(f"{o} is a folder; cannot write a file there")
-    for _, o in pairs:
-        o.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _run_jobs(
@@ -221,16 +133,16 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         raise UserError("give either --lmbda or --target-bpp, not both")
     if args.tile is not None and args.target_bpp is not None:
         raise UserError("--target-bpp is not supported with --tile (give --lmbda)")
-    pairs, folder = _jobs(args.input, args.output, _find_images, ".swj")
+    pairs, folder = jobs.plan(args.input, args.output, jobs.find_images, ".swj")
     loaded = {}
     if not folder:
-        _check_output(pairs[0][1], args.force)
+        jobs.check_output(pairs[0][1], args.force)
         # A bad single image is reported before the (slow) model load.
         try:
             loaded[pairs[0][0]] = load_image(pairs[0][0], max_pixels=args.max_pixels)
         except ImageError as e:
             raise UserError(str(e)) from e
-    _prepare_outputs(pairs, args.force)
+    jobs.prepare_outputs(pairs, args.force)
     codec = _load_codec(args.ckpt, args.max_pixels)
 
     def work(src: pathlib.Path, dst: pathlib.Path) -> str:
@@ -276,10 +188,10 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     if args.max_decode_mb <= 0:
         raise UserError(f"--max-decode-mb must be positive, got {args.max_decode_mb}")
     budget = args.max_decode_mb * 2**20
-    pairs, folder = _jobs(args.input, args.output, _find_swj, ".png")
+    pairs, folder = jobs.plan(args.input, args.output, jobs.find_swj, ".png")
     if not folder:
-        _check_output(pairs[0][1], args.force)
-    _prepare_outputs(pairs, args.force)
+        jobs.check_output(pairs[0][1], args.force)
+    jobs.prepare_outputs(pairs, args.force)
     # Without --ckpt each file picks its model (the shipped one its header names): one codec
     # per model, loaded when a file first needs it.
     codecs: dict[pathlib.Path | None, Any] = {}
@@ -410,6 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         compile_cache.enable()  # later runs load the compiled programs instead of compiling
     try:
         return func(args)
-    except UserError as e:
+    except (UserError, jobs.JobError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,11 +2,13 @@
 
 Everything tests share is here, as fixtures (test modules never import each other): the tiny
 configs (``tiny``), fast compiles (``fast``), the tiny models' parameters (``tiny_params``), the
-one tiny export of the session (``tiny_export``), photo crops (``photo``) and stand-in shipped
-models (``ship``).
+one tiny export of the session (``tiny_export``), photo crops (``photo``), stand-in shipped
+models (``ship``) and the float64 check of a codec's entropy-parameter path
+(``entropy_precisions``).
 
-``JAX_PLATFORMS`` is defaulted to cpu (these are CPU tests and must not grab an accelerator) and
-XLA's backend optimisation level to 0 (compile time dominates tiny test programs); tests that need
+``JAX_PLATFORMS`` is defaulted to cpu (these are CPU tests and must not grab an accelerator),
+XLA's backend optimisation level to 0 and its CPU fusion emitters off (compile time dominates
+tiny test programs); tests that need
 e.g. several host devices append their flags to ``XLA_FLAGS``. The session shares one fresh JAX
 compilation cache (``JAX_COMPILATION_CACHE_DIR``, unless already set): the pytest-xdist workers,
 the subprocesses and the notebook's kernel inherit it, so a program that several tests compile
@@ -28,6 +30,24 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
+
+# XLA's CPU fusion emitters lengthen the compiles of the tiny test programs (a training run of
+# the tiny model's stage 2 test: 54 -> 41 s without them). Probed once, in a subprocess, by the
+# first process (the xdist controller): an XLA that does not know the flag would abort at start.
+_NO_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+if "SWINJAX_TESTS_FLAGS_PROBED" not in os.environ:
+    import subprocess
+    import sys
+
+    os.environ["SWINJAX_TESTS_FLAGS_PROBED"] = "1"
+    _flags = f"{os.environ['XLA_FLAGS']} {_NO_EMITTERS}"
+    _probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"],
+        env=dict(os.environ, XLA_FLAGS=_flags),
+        capture_output=True,
+    )
+    if _probe.returncode == 0:
+        os.environ["XLA_FLAGS"] = _flags
 
 if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     # Made by the first process that loads this file (the xdist controller), before the workers
@@ -234,3 +254,64 @@ def ship(monkeypatch, tmp_path_factory):
         return path
 
     return add
+
+
+# Primitives that only pass values on (their sub-jaxprs are checked) or broadcast a constant.
+_PASS_THROUGH = {"custom_vjp_call", "custom_jvp_call", "pjit", "jit", "closed_call"}
+
+
+def _low_precision_values(jaxpr) -> set[str]:
+    """Computations in ``jaxpr`` (and its sub-jaxprs) that produce float values below float64.
+
+    A call's operands and a broadcast constant are no computation: the custom-derivative Dense
+    passes unused float32 LayerNorm placeholders to its GELU form.
+    """
+    import jax.numpy as jnp
+
+    found = set()
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        literal = name == "broadcast_in_dim" and all(hasattr(v, "val") for v in eqn.invars)
+        if name not in _PASS_THROUGH and not literal:
+            for v in eqn.outvars:
+                dt = v.aval.dtype
+                if jnp.issubdtype(dt, jnp.floating) and dt != jnp.float64:
+                    found.add(f"{name}:{dt}")
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (tuple, list)) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found |= _low_precision_values(inner)
+    return found
+
+
+def _entropy_precisions(codec) -> set[str]:
+    """Float dtypes below float64 that ``codec``'s decoder-side entropy parameters compute.
+
+    Traces (without running) the whole chain the decoder runs: ``h_s`` from the z symbols, then
+    every group's parameters and the fill that feeds its values back as context.
+    """
+    import jax.numpy as jnp
+
+    from swinjax import compression
+
+    c, p = codec.module, codec.params64
+
+    def chain(z_sym, lm):
+        state, _ = compression._hyper(c, p, z_sym)
+        for k in range(codec.num_groups):
+            mu = compression._group_params(c, codec.scale_table, 1e-9, k, p, state, lm)[0]
+            state = compression._fill(c, k, p, state, jnp.zeros(mu.shape, jnp.int32), mu, lm)
+        return state
+
+    with jax.enable_x64(True):
+        lm = jnp.full((1,), 256.0, jnp.float64)
+        z_sym = jnp.zeros((1, 2, 3, int(codec.model_config.hyper_channels)), jnp.int32)
+        return _low_precision_values(jax.make_jaxpr(chain)(z_sym, lm).jaxpr)
+
+
+@pytest.fixture(scope="session")
+def entropy_precisions():
+    """``f(image_codec) -> set``: the float dtypes below float64 of its entropy-parameter path
+    (``"primitive:dtype"`` strings; empty when everything runs in float64)."""
+    return _entropy_precisions

@@ -57,6 +57,13 @@ def test_decompress_reproduces_the_evaluation_forward_pass(which, lmbda, request
     assert ev.x_hat.shape == img.shape and ev.x_hat.dtype == np.uint8
 
 
+def test_charm_entropy_parameters_are_float64_throughout(charm_coder, entropy_precisions):
+    """SwinNPE's Swin h_s and ChARM slices: LayerNorm statistics, softmax and the window mask
+    follow the float64 inputs, so its scale indexes get the cross-machine margin too."""
+    assert charm_coder.num_groups == 10
+    assert entropy_precisions(charm_coder) == set()
+
+
 def test_same_image_twice_gives_identical_bytes(coder):
     img = _photo()
     assert coder.compress(img, 200.0) == coder.compress(img, 200.0)

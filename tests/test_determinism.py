@@ -3,8 +3,9 @@
 The decoder's only decisions are scale indexes; they come from float64 entropy parameters plus
 the encoder's pinned indexes near table boundaries (:mod:`swinjax.compression`). Checked here:
 
-* the entropy-parameter programs hold no float32 value (a float32 step would bring back
-  differences of ~1e-5 between instruction-set levels, 10^4 times the pinning margin);
+* the shipped model's entropy-parameter programs hold no float32 value (a float32 step would
+  bring back differences of ~1e-5 between instruction-set levels, 10^4 times the pinning
+  margin; SwinNPE's ChARM programs are checked in ``test_compression.py``);
 * the decoder uses pinned indexes: a decoder whose scales are off by 0.3 % decodes a file pinned
   at a 1 % margin and fails on one pinned at 0;
 * files of the shipped model, written here, decode in fresh processes at every XLA CPU
@@ -19,8 +20,6 @@ import shutil
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,54 +37,8 @@ def shipped():
     return ImageCodec(checkpoint.load_model("swincoder-ref"))
 
 
-# Primitives that only pass values on (their sub-jaxprs are checked) or broadcast a constant.
-_PASS_THROUGH = {"custom_vjp_call", "custom_jvp_call", "pjit", "jit", "closed_call"}
-
-
-def _low_precision_values(jaxpr) -> set[str]:
-    """Computations in ``jaxpr`` (and its sub-jaxprs) that produce float values below float64.
-
-    A call's operands and a broadcast constant are no computation: the custom-derivative Dense
-    passes unused float32 LayerNorm placeholders to its GELU form.
-    """
-    found = set()
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        literal = name == "broadcast_in_dim" and all(hasattr(v, "val") for v in eqn.invars)
-        if name not in _PASS_THROUGH and not literal:
-            for v in eqn.outvars:
-                dt = v.aval.dtype
-                if jnp.issubdtype(dt, jnp.floating) and dt != jnp.float64:
-                    found.add(f"{name}:{dt}")
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, (tuple, list)) else (p,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found |= _low_precision_values(inner)
-    return found
-
-
-def test_entropy_parameter_programs_are_float64_throughout(shipped):
-    c, p = shipped.module, shipped.params64
-    with jax.enable_x64(True):
-        lm = jnp.full((1,), 256.0, jnp.float64)
-        z_sym = jnp.zeros((1, 2, 3, int(shipped.model_config.hyper_channels)), jnp.int32)
-        jaxpr = jax.make_jaxpr(lambda s: compression._hyper(c, p, s))(z_sym)
-        found = _low_precision_values(jaxpr.jaxpr)
-        state, _ = compression._hyper(c, p, z_sym)
-        for k in range(shipped.num_groups):
-
-            def params(st, k=k):
-                return compression._group_params(c, shipped.scale_table, 1e-9, k, p, st, lm)
-
-            def fill(st, m, k=k):
-                return compression._fill(c, k, p, st, jnp.zeros(m.shape, jnp.int32), m, lm)
-
-            found |= _low_precision_values(jax.make_jaxpr(params)(state).jaxpr)
-            mu = params(state)[0]
-            found |= _low_precision_values(jax.make_jaxpr(fill)(state, mu).jaxpr)
-            state = fill(state, mu)
-    assert found == set()
+def test_entropy_parameter_programs_are_float64_throughout(shipped, entropy_precisions):
+    assert entropy_precisions(shipped) == set()
 
 
 def test_the_decoder_uses_pinned_indexes(tiny_export, monkeypatch):

@@ -1,7 +1,7 @@
 """notebooks/quickstart.ipynb: stored without outputs, and runs top to bottom in a real kernel.
 
-Running it takes a few minutes on two CPU cores (it compiles the shipped model, evaluates two
-Kodak images against JPEG, WebP and AVIF and trains five steps of the tiny model); it runs with
+Running it takes a few minutes on two CPU cores (it compiles the shipped model, evaluates one
+Kodak image against JPEG, WebP and AVIF and trains five steps of the tiny model); it runs with
 the rest of the suite, as the notebook would on Colab. Both tests carry the ``notebook`` marker
 (``-m "not notebook"`` deselects them).
 """

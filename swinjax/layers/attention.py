@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swinjax.layers.ops import Dense, use_cpu_kernels
+from swinjax.layers.ops import Dense, stats_dtype, use_cpu_kernels
 from swinjax.layers.windows import relative_position_index, window_partition, window_reverse
 
 Projection = Literal["linear", "dw", "dw_pw"]
@@ -127,7 +127,8 @@ def window_attention_core(
         grid: ``(B, nH, nW)``.
 
     Returns:
-        ``[B * nH * nW, heads, N, d]``; logits and softmax are float32.
+        ``[B * nH * nW, heads, N, d]``; logits and softmax are float32 (float64 for float64
+        inputs, :func:`~swinjax.layers.ops.stats_dtype`).
 
     With the hand-written CPU kernels (:func:`~swinjax.layers.ops.kernels`) the backward pass is
     written out: it uses ``rowsum(dP * P) = rowsum(dO * O)`` (as FlashAttention does, Dao et al.
@@ -141,13 +142,13 @@ def window_attention_core(
     dtype = q.dtype
 
     def probs(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
-        s = jnp.einsum("whqd,whkd->whqk", q, k).astype(jnp.float32)
+        s = jnp.einsum("whqd,whkd->whqk", q, k).astype(stats_dtype(dtype))
         if bias is not None or mask is not None:
             s = s.reshape(b, nh, nw, heads, n, m)
             if bias is not None:
                 s = s + bias
             if mask is not None:
-                s = s + jnp.asarray(mask)[:, :, None]
+                s = s + jnp.asarray(mask, s.dtype)[:, :, None]
             s = s.reshape(-1, heads, n, m)
         e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
         return e / jnp.sum(e, axis=-1, keepdims=True)
@@ -167,8 +168,8 @@ def window_attention_core(
     def bwd(res: tuple, do: jax.Array) -> tuple:
         q, k, v, p, o, bias = res
         dv = jnp.einsum("whqk,whqd->whkd", p.astype(dtype), do)
-        dp = jnp.einsum("whqd,whkd->whqk", do, v).astype(jnp.float32)
-        rows = jnp.sum((do * o).astype(jnp.float32), axis=-1, keepdims=True)
+        dp = jnp.einsum("whqd,whkd->whqk", do, v).astype(stats_dtype(dtype))
+        rows = jnp.sum((do * o).astype(stats_dtype(dtype)), axis=-1, keepdims=True)
         ds = p * (dp - rows)
         dq = jnp.einsum("whqk,whkd->whqd", ds.astype(dtype), k)
         dk = jnp.einsum("whqk,whqd->whkd", ds.astype(dtype), q)
@@ -209,7 +210,7 @@ class WindowAttention(nn.Module):
         relative_position_bias: learn Swin's bias table (SwinT-ChARM, SwinCoder). SwinNPE turns it
             off: its convolutions carry position information.
         kv_stride: 1, or 2 for strided K/V (convolutional projections only).
-        dtype: computation dtype (parameters stay float32); softmax always runs in float32.
+        dtype: computation dtype (parameters stay float32); softmax runs in at least float32.
     """
 
     dim: int

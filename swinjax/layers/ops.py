@@ -39,7 +39,7 @@ import contextvars
 import functools
 import math
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -132,8 +132,18 @@ def _row_mean(x: jax.Array, weight: jax.Array | None = None) -> jax.Array:
     return jnp.matmul(x, w, precision=jax.lax.Precision.HIGHEST)[..., None]
 
 
+def stats_dtype(dtype: Any) -> Any:
+    """The dtype of normalisation statistics and softmax for activations of ``dtype``.
+
+    At least float32 (bfloat16's 8-bit mantissa would make the variance of a wide token noisy),
+    float64 for float64 activations: the decoder's entropy-parameter programs run in float64 so
+    that every machine picks the same scale index (see :mod:`swinjax.compression`).
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _ln_stats(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(stats_dtype(x.dtype))
     mean = _row_mean(x32)
     mean2 = _row_mean(x32 * x32)
     var = jnp.maximum(mean2 - mean * mean, 0.0)
@@ -156,8 +166,8 @@ def _layer_norm_fwd(
 def _layer_norm_bwd(eps: float, res: tuple, dy: jax.Array) -> tuple:
     del eps
     x, mean, rstd, scale = res
-    dy32 = dy.astype(jnp.float32)
-    xhat = (x.astype(jnp.float32) - mean) * rstd
+    dy32 = dy.astype(mean.dtype)
+    xhat = (x.astype(mean.dtype) - mean) * rstd
     mean_g = _row_mean(dy32, scale)
     mean_gx = _row_mean(dy32 * xhat, scale)
     dx = rstd * (dy32 * scale - mean_g - xhat * mean_gx)
@@ -175,20 +185,22 @@ def layer_norm(
 ) -> jax.Array:
     """LayerNorm over the last axis (Ba et al. 2016) with optional affine ``scale`` / ``bias [C]``.
 
-    Statistics are float32 whatever the dtype of ``x`` (bfloat16's 8-bit mantissa would make the
-    variance of a wide token noisy); the result has the dtype of ``x``. The hand-written CPU
+    Statistics are float32 for float32 and bfloat16 ``x`` (bfloat16's 8-bit mantissa would make
+    the variance of a wide token noisy), float64 for float64 ``x`` (:func:`stats_dtype`); the
+    result has the dtype of ``x``. The hand-written CPU
     kernel or plain ``jnp`` (two-pass variance), see :func:`kernels`.
     """
     c = x.shape[-1]
-    scale = jnp.ones((c,), jnp.float32) if scale is None else scale.astype(jnp.float32)
-    bias = jnp.zeros((c,), jnp.float32) if bias is None else bias.astype(jnp.float32)
+    sd = stats_dtype(x.dtype)
+    scale = jnp.ones((c,), sd) if scale is None else scale.astype(sd)
+    bias = jnp.zeros((c,), sd) if bias is None else bias.astype(sd)
     if use_cpu_kernels():
         return _layer_norm(x, scale, bias, eps)
     return _layer_norm_generic(x, scale, bias, eps)
 
 
 def _layer_norm_generic(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(stats_dtype(x.dtype))
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
     return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
@@ -209,7 +221,7 @@ class LayerNorm(nn.Module):
         epsilon: added to the variance.
         use_scale: learn a per-channel scale (initialised to 1).
         use_bias: learn a per-channel bias (initialised to 0).
-        dtype: output dtype (statistics are always float32); None keeps the input dtype.
+        dtype: output dtype (statistics: :func:`stats_dtype`); None keeps the input dtype.
     """
 
     epsilon: float = 1e-5
@@ -323,8 +335,9 @@ def fused_dense(
     eps = norm[2] if norm is not None else 0.0
     ln_scale = None if norm is None else norm[0]
     ln_bias = None if norm is None else norm[1]
-    ln_scale = jnp.ones((c,), jnp.float32) if ln_scale is None else ln_scale.astype(jnp.float32)
-    ln_bias = jnp.zeros((c,), jnp.float32) if ln_bias is None else ln_bias.astype(jnp.float32)
+    sd = stats_dtype(dtype)
+    ln_scale = jnp.ones((c,), sd) if ln_scale is None else ln_scale.astype(sd)
+    ln_bias = jnp.zeros((c,), sd) if ln_bias is None else ln_bias.astype(sd)
     bias = jnp.zeros((f,), dtype) if bias is None else bias.astype(dtype)
     kernel = kernel.astype(dtype)
 
@@ -369,8 +382,8 @@ def fused_dense(
         if norm is None:
             return du * _gelu_grad(x2), dkernel, dbias, jnp.zeros_like(s), jnp.zeros_like(b)
         mean, rstd = stats
-        du32 = du.astype(jnp.float32)
-        xhat = (x2.astype(jnp.float32) - mean) * rstd
+        du32 = du.astype(mean.dtype)
+        xhat = (x2.astype(mean.dtype) - mean) * rstd
         dx = rstd * (du32 * s - _row_mean(du32, s) - xhat * _row_mean(du32 * xhat, s))
         ds = jnp.sum(du32 * xhat, axis=0)
         db = jnp.sum(du32, axis=0)
