@@ -1,9 +1,10 @@
 """Input/output pairs of a compress or decompress run: one file, or a folder tree mirrored.
 
-``python -m swinjax compress|decompress`` (README: Compress) plans its work here before any
-model is loaded, so that a folder run never stops half-way over a path problem: every output
-is checked first, an output that is one of the inputs is refused whatever the flags, and the
-folders are made. Errors are :class:`JobError` (a ``ValueError``) with a one-line message.
+``python -m swinjax compress|decompress`` (README: "Compress and decompress") plans its work
+here before any model is loaded, so that a folder run never stops half-way over a path
+problem: every output is checked first, an output that is one of the inputs is refused
+whatever the flags, and the folders are made. Errors are :class:`JobError` (a ``ValueError``)
+with a one-line message.
 """
 
 from __future__ import annotations
