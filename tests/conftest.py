@@ -8,8 +8,8 @@ models (``ship``) and the float64 check of a codec's entropy-parameter path
 
 ``JAX_PLATFORMS`` is defaulted to cpu (these are CPU tests and must not grab an accelerator),
 XLA's backend optimisation level to 0 and its CPU fusion emitters off (compile time dominates
-tiny test programs); tests that need
-e.g. several host devices append their flags to ``XLA_FLAGS``. The session shares one fresh JAX
+tiny test programs); tests that need e.g. several host devices append their flags to
+``XLA_FLAGS``. The session shares one fresh JAX
 compilation cache (``JAX_COMPILATION_CACHE_DIR``, unless already set): the pytest-xdist workers,
 the subprocesses and the notebook's kernel inherit it, so a program that several tests compile
 alike (same program, same XLA flags) is compiled once per run. It starts empty, as in CI, and is
@@ -300,7 +300,8 @@ def _entropy_precisions(codec) -> set[str]:
     def chain(z_sym, lm):
         state, _ = compression._hyper(c, p, z_sym)
         for k in range(codec.num_groups):
-            mu = compression._group_params(c, codec.scale_table, 1e-9, k, p, state, lm)[0]
+            margin = compression.PIN_MARGIN
+            mu = compression._group_params(c, codec.scale_table, margin, k, p, state, lm)[0]
             state = compression._fill(c, k, p, state, jnp.zeros(mu.shape, jnp.int32), mu, lm)
         return state
 

@@ -140,9 +140,10 @@ def window_attention_core(
     b, nh, nw = grid
     heads, n, m = q.shape[1], q.shape[2], k.shape[2]
     dtype = q.dtype
+    sd = stats_dtype(dtype)  # logits and softmax: float32, or float64 for float64 inputs
 
     def probs(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
-        s = jnp.einsum("whqd,whkd->whqk", q, k).astype(stats_dtype(dtype))
+        s = jnp.einsum("whqd,whkd->whqk", q, k).astype(sd)
         if bias is not None or mask is not None:
             s = s.reshape(b, nh, nw, heads, n, m)
             if bias is not None:
@@ -168,8 +169,8 @@ def window_attention_core(
     def bwd(res: tuple, do: jax.Array) -> tuple:
         q, k, v, p, o, bias = res
         dv = jnp.einsum("whqk,whqd->whkd", p.astype(dtype), do)
-        dp = jnp.einsum("whqd,whkd->whqk", do, v).astype(stats_dtype(dtype))
-        rows = jnp.sum((do * o).astype(stats_dtype(dtype)), axis=-1, keepdims=True)
+        dp = jnp.einsum("whqd,whkd->whqk", do, v).astype(sd)
+        rows = jnp.sum((do * o).astype(sd), axis=-1, keepdims=True)
         ds = p * (dp - rows)
         dq = jnp.einsum("whqk,whkd->whqd", ds.astype(dtype), k)
         dk = jnp.einsum("whqk,whqd->whkd", ds.astype(dtype), q)
