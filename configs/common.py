@@ -19,6 +19,9 @@ def add_training(c: ml_collections.ConfigDict, *, total_steps: int) -> None:
     c.grad_clip = 1.0
     c.aux_lr = 1e-3  # quantiles of the factorized prior, own optimizer
     c.max_consecutive_nonfinite = 20
+    # Training lambdas: 1 draws log-uniformly over the range; > 1 leans towards its top
+    # (swinjax.lmbda.LmbdaRange.sample). Not part of the model (files and exports ignore it).
+    c.lmbda_sampling_bias = 1.0
     c.log_every = 50
     c.eval_every = 1000
     c.checkpoint_every = 1000

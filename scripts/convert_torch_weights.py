@@ -9,6 +9,13 @@ The format and where to get the inputs are in ``docs/weights.md``. Examples::
         --lin lpips/weights/v0.1/vgg.pth --out lpips_vgg.npz
     python scripts/convert_torch_weights.py dists --vgg vgg16-397923af.pth \
         --heads DISTS_pytorch/weights.pt --out dists_vgg16.npz
+    python scripts/convert_torch_weights.py dists-package --heads DISTS_pytorch-0.1-py3-none-any.whl
+
+``dists-package`` is the one kind that needs no PyTorch: it reads DISTS' ``alpha``/``beta`` from
+``DISTS_pytorch`` 0.1's ``weights.pt`` (the file, or the wheel that holds it, from
+``pip download --no-deps DISTS_pytorch==0.1``) with a restricted reader of torch's legacy
+serialization (:func:`read_legacy_torch`) and writes the package data that swinjax ships,
+``swinjax/metric_weights/dists_alpha_beta.npz``.
 
 Inputs are read with ``torch.load(..., weights_only=True)``, so **this script needs PyTorch**
 (CPU build is enough), which is *not* a swinjax dependency: it is imported lazily, only to read
@@ -130,6 +137,87 @@ def torch_load(path: str) -> dict[str, Any]:
     return {k: _np(v) for k, v in state.items() if hasattr(v, "shape")}
 
 
+# The globals a legacy torch file of plain float tensors names, and nothing else.
+_TORCH_STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64}
+
+
+def read_legacy_torch(data: bytes) -> dict[str, np.ndarray]:
+    """A state dict of float tensors from torch's legacy (pre-zip) serialization, without torch.
+
+    The legacy format is five pickles in a row (magic number, protocol version, system info, the
+    object with tensors as persistent ids of their storages, the list of storage keys) and then
+    each storage's raw bytes behind an 8-byte element count. Only the globals such a file of float
+    tensors needs are admitted (``torch._utils._rebuild_tensor_v2``, ``torch.FloatStorage`` /
+    ``DoubleStorage``, ``collections.OrderedDict``), mapped to local stand-ins; anything else is
+    refused, so no code from the file runs.
+    """
+    import collections
+    import io
+    import pickle
+
+    class Storage:
+        def __init__(self, dtype: Any, key: str, count: int) -> None:
+            self.dtype, self.key, self.count, self.array = dtype, key, count, None
+
+    def rebuild(storage: Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> Any:
+        return ("tensor", storage, int(offset), tuple(size), tuple(stride))
+
+    class Reader(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return rebuild
+            if module == "torch" and name in _TORCH_STORAGE_DTYPES:
+                return _TORCH_STORAGE_DTYPES[name]
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            raise pickle.UnpicklingError(f"refusing {module}.{name} in a weights file")
+
+        def persistent_load(self, pid: Any) -> Any:
+            kind, dtype, key, _location, count = pid[:5]
+            if kind != "storage" or dtype not in _TORCH_STORAGE_DTYPES.values():
+                raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+            return storages.setdefault(key, Storage(dtype, key, int(count)))
+
+    storages: dict[str, Storage] = {}
+    f = io.BytesIO(data)
+    for _ in range(3):  # magic number, protocol version, system info: plain values
+        Reader(f).load()
+    obj = Reader(f).load()
+    keys = Reader(f).load()
+    for key in keys:
+        st = storages[key]
+        count = int(np.frombuffer(f.read(8), "<i8")[0])
+        if count != st.count:
+            raise ValueError(f"storage {key}: {count} elements, expected {st.count}")
+        st.array = np.frombuffer(f.read(count * np.dtype(st.dtype).itemsize), st.dtype)
+    out = {}
+    for name, t in dict(obj).items():
+        _, st, offset, size, stride = t
+        item = np.dtype(st.dtype).itemsize
+        view = np.lib.stride_tricks.as_strided(
+            st.array[offset:], size, tuple(s * item for s in stride)
+        )
+        out[name] = np.array(view, np.float32)
+    return out
+
+
+def dists_package_heads(path: str) -> dict[str, np.ndarray]:
+    """``alpha``/``beta`` ``(1475,)`` from DISTS_pytorch's ``weights.pt`` or its wheel."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            data = z.read("DISTS_pytorch/weights.pt")
+    else:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    heads = dists_heads_from_torch(read_legacy_torch(data))
+    want = dists_head_shapes(64)["alpha"]
+    if heads["alpha"].shape != want or heads["beta"].shape != want:
+        raise ValueError(f"DISTS alpha/beta have {heads['alpha'].shape}, expected {want}")
+    return heads
+
+
 def save_npz(arrays: Mapping[str, np.ndarray], out: str) -> None:
     """Writes ``arrays`` to ``out`` atomically (a crash never leaves a half-written file)."""
     directory = os.path.dirname(os.path.abspath(out))
@@ -138,6 +226,7 @@ def save_npz(arrays: Mapping[str, np.ndarray], out: str) -> None:
     os.close(fd)
     try:
         np.savez(tmp, **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; weights are meant to be read
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -183,14 +272,29 @@ def verify(kind: str, out: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("kind", choices=("vgg19", "lpips", "dists"))
-    p.add_argument("--vgg", required=True, help="torchvision vgg19 (vgg19) or vgg16 weights")
+    p.add_argument("kind", choices=("vgg19", "lpips", "dists", "dists-package"))
+    p.add_argument("--vgg", help="torchvision vgg19 (vgg19) or vgg16 weights")
     p.add_argument(
         "--lin", help="lpips: the package's weights/v0.1/vgg.pth (or a full LPIPS state dict)"
     )
-    p.add_argument("--heads", help="dists: DISTS_pytorch's weights.pt (alpha, beta)")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument(
+        "--heads",
+        help="dists, dists-package: DISTS_pytorch's weights.pt (alpha, beta), or its wheel",
+    )
+    p.add_argument("--out", help="output .npz (dists-package: swinjax's package data)")
     a = p.parse_args(argv)
+    if a.kind == "dists-package":
+        from swinjax.packaged_weights import DISTS_FILE, dists_alpha_beta
+
+        if not a.heads:
+            p.error("dists-package needs --heads (weights.pt or the DISTS_pytorch wheel)")
+        out = a.out or str(DISTS_FILE)
+        save_npz(dists_package_heads(a.heads), out)
+        dists_alpha_beta(out)  # loads as swinjax reads it
+        print(f"wrote {out}: DISTS alpha and beta, 1475 float32 values each")
+        return 0
+    if not a.vgg or not a.out:
+        p.error(f"{a.kind} needs --vgg and --out")
     head_path = {"vgg19": None, "lpips": a.lin, "dists": a.heads}[a.kind]
     if a.kind != "vgg19" and not head_path:
         p.error(f"{a.kind} needs {'--lin' if a.kind == 'lpips' else '--heads'}")

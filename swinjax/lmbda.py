@@ -98,17 +98,24 @@ class LmbdaRange:
         t = jnp.log(jnp.asarray(lmbda, jnp.float32))
         return (t - lo) / max(hi - lo, 1e-12)
 
-    def sample(self, key: jax.Array, batch: int) -> jax.Array:
+    def sample(self, key: jax.Array, batch: int, bias: float = 1.0) -> jax.Array:
         """``[batch]`` lambdas for a training step.
 
-        Log-uniform over the range: equal effort per octave of lambda, which is how RD curves are
-        read (QARV, Duan et al. 2023, samples the same way). A fixed-rate model gets its value.
+        Log-uniform over the range by default (``bias=1``): equal effort per octave of lambda,
+        which is how RD curves are read (QARV, Duan et al. 2023, samples the same way). ``bias >
+        1`` leans towards the top of the range: the position ``t`` in [0, 1] of ``log lambda`` is
+        drawn with density ``bias * t**(bias - 1)`` (``t = u**(1 / bias)``), so with ``bias=2``
+        the top octave of [16, 1024] gets 31 % of the draws instead of 17 %. A fixed-rate model
+        gets its value.
         """
         if not self.variable:
             return jnp.full((batch,), self.min, jnp.float32)
+        if not bias > 0:
+            raise LmbdaError(f"lambda sampling bias must be positive, got {bias}")
         u = jax.random.uniform(key, (batch,), jnp.float32)
+        t = u if bias == 1.0 else u ** (1.0 / bias)
         lo, hi = math.log(self.min), math.log(self.max)
-        return jnp.exp(lo + u * (hi - lo))
+        return jnp.exp(lo + t * (hi - lo))
 
 
 def lmbda_range(config: Any) -> LmbdaRange:

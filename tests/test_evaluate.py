@@ -59,7 +59,7 @@ def evaluated(export, data, tmp_path_factory):
             "--ckpt", export, "--data", data, "--lmbda", "32,512",
             "--out", out / "results.json", "--per-image", "--plot", out / "rd.png",
             "--codecs", "jpeg,webp,jxl", "--anchors", ",".join(map(str, anchors)),
-            "--keep-files", out / "files",
+            "--keep-files", out / "files", "--perceptual", "lpips_alex",
         ]
     )  # fmt: skip
     return {"status": status, "stdout": stdout, "stderr": stderr, "out": out}
@@ -76,15 +76,22 @@ def test_results_follow_the_compressai_schema(evaluated):
     assert "actual" in res["description"] and "estimated" in res["description"]
     r = res["results"]
     for key in ("bpp", "estimated_bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time",
-                "decoding_time", "lmbda", "lpips", "dists"):  # fmt: skip
+                "decoding_time", "lmbda", "lpips-alex", "lpips-vgg", "dists"):  # fmt: skip
         assert isinstance(r[key], list) and len(r[key]) == 2, key
     assert r["lmbda"] == [32.0, 512.0]
     for key in ("bpp", "estimated_bpp", "psnr-rgb", "encoding_time", "decoding_time"):
         assert all(isinstance(v, float) and v > 0 for v in r[key]), key
     assert all(0 < v <= 1 for v in r["ms-ssim-rgb"])
-    # No LPIPS/DISTS weights: null, and the notes say why.
-    assert r["lpips"] == [None, None] and r["dists"] == [None, None]
-    assert any(n.startswith("lpips: unavailable") for n in res["notes"])
+    # --perceptual lpips_alex: that one is measured (packaged weights), the others null and noted.
+    assert all(isinstance(v, float) and v > 0 for v in r["lpips-alex"]), r["lpips-alex"]
+    assert r["lpips-vgg"] == [None, None] and r["dists"] == [None, None]
+    assert any(n.startswith("lpips_vgg, dists: not computed") for n in res["notes"])
+    jpeg = _json(evaluated["out"] / "results_jpeg420.json")["results"]
+    assert all(isinstance(v, float) and v >= 0 for v in jpeg["lpips-alex"])
+    # Lower is better: the model's LPIPS falls as its rate rises, and so does JPEG's.
+    assert r["lpips-alex"][1] < r["lpips-alex"][0]
+    assert jpeg["lpips-alex"][-1] < jpeg["lpips-alex"][0]
+    assert "lpips-alex" in res["bd_rates"]["jpeg420"]
     assert res["model"]["variable_rate"] is True and res["dataset"]["images"] == 2
 
 
@@ -163,12 +170,18 @@ def test_table_progress_and_plot(evaluated):
     assert "Traceback" not in stderr
     from swinjax.evaluation import plot
 
+    assert "LPIPS-Alex" in stdout
     with Image.open(evaluated["out"] / "rd.png") as im:
-        assert im.format == "PNG" and im.size == (1500, 640)
-        # The model's curve is drawn in its colour (red) in the left (PSNR) panel.
-        px = np.asarray(im.convert("RGB"))[:, :750].reshape(-1, 3)
+        # LPIPS-Alex measured: a second row of panels (the perceptual figure's size).
+        size = tuple(int(v * plot.DPI) for v in plot.FIGURE_SIZE_PERCEPTUAL)
+        assert im.format == "PNG" and im.size == size
+        px = np.asarray(im.convert("RGB"))
         red = tuple(int(plot.MODEL_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
-        assert np.any(np.all(px == red, axis=1))
+        # The model's curve is drawn in its colour (red) in the top-left (PSNR) panel and in the
+        # bottom-left (LPIPS-Alex) panel.
+        h, w = px.shape[:2]
+        for panel in (px[: h // 2, : w // 3], px[h // 2 :, : w // 3]):
+            assert np.any(np.all(panel.reshape(-1, 3) == red, axis=1))
 
 
 def _one_line_error(status, stderr, *needles):
@@ -195,8 +208,12 @@ def test_user_errors_are_one_line(export, data, tmp_path):
     _one_line_error(status, err, "--anchors")
     status, _, err = run(["--ckpt", export, "--data", data, "--out", tmp_path / "no" / "r.json"])
     _one_line_error(status, err, "--out")
-    status, _, err = run(["--ckpt", export, "--lpips-weights", tmp_path / "w.npz", "--data", data])
-    _one_line_error(status, err, "--lpips-weights")
+    status, _, err = run(
+        ["--ckpt", export, "--lpips-vgg-weights", tmp_path / "w.npz", "--data", data]
+    )
+    _one_line_error(status, err, "--lpips-vgg-weights")
+    status, _, err = run(["--ckpt", export, "--perceptual", "ssim2", "--data", data])
+    _one_line_error(status, err, "--perceptual ssim2", "unknown metric")
 
 
 def test_bad_image_in_the_data_folder_is_a_one_line_error(export, tmp_path, photo):
@@ -217,40 +234,31 @@ def test_fixed_rate_models_evaluate_one_point():
     assert lms[0] == pytest.approx(16) and lms[-1] == pytest.approx(1024) and len(lms) == 5
 
 
-def test_perceptual_metrics_are_reported_when_weights_are_given(
-    export, data, tmp_path, monkeypatch
+def test_every_perceptual_metric_is_reported_by_default_from_the_packaged_weights(
+    export, data, tmp_path
 ):
-    # The hook calls swinjax.perceptual's load_<name>(path) and <name>(params, x, y) on [0, 1]
-    # batches; stand-ins check the wiring without VGG weights or compiling VGG16.
     from swinjax import perceptual
 
-    monkeypatch.setattr(
-        perceptual, "load_lpips", lambda path: {"scale": float(pathlib.Path(path).read_text())}
-    )
-    monkeypatch.setattr(
-        perceptual, "lpips", lambda p, x, y: p["scale"] * np.abs(x - y).mean(axis=(1, 2, 3))
-    )
-    weights = tmp_path / "lpips.npz"
-    weights.write_text("2.0")
-    status, _, err = run(
-        ["--ckpt", export, "--data", data, "--lmbda", "64", "--codecs", "none", "--quiet",
-         "--plot", "none", "--lpips-weights", weights, "--out", tmp_path / "r.json", "--per-image",
+    assert evaluate.build_parser().parse_args([]).perceptual == list(evaluation.PERCEPTUAL_METRICS)
+    status, stdout, err = run(
+        ["--ckpt", export, "--data", data / "a.png", "--lmbda", "64", "--codecs", "none",
+         "--quiet", "--plot", "none", "--out", tmp_path / "r.json", "--per-image",
          "--keep-files", tmp_path / "files"]
     )  # fmt: skip
     assert status == 0, err
+    assert "LPIPS-Alex" in stdout and "DISTS" in stdout
     res = _json(tmp_path / "r.json")
-    assert res["results"]["dists"] == [None]
-    assert not any(n.startswith("lpips") for n in res["notes"])
-    assert any(n.startswith("dists: unavailable") for n in res["notes"])
+    assert not any("(--perceptual)" in n for n in res["notes"])
     codec = evaluation.open_codec(export)
-    values = []
-    for rec in _json(tmp_path / "r_per_image.json")["records"]:
-        original = np.asarray(Image.open(data / rec["image"]).convert("RGB"), np.float32) / 255
-        f = tmp_path / "files" / f"{pathlib.Path(rec['image']).with_suffix('')}.l64.swj"
-        decoded = codec.decompress(f.read_bytes()).astype(np.float32) / 255
-        assert rec["lpips"] == pytest.approx(2.0 * np.abs(original - decoded).mean(), rel=1e-5)
-        values.append(rec["lpips"])
-    assert res["results"]["lpips"] == [pytest.approx(np.mean(values))]
+    (rec,) = _json(tmp_path / "r_per_image.json")["records"]
+    original = np.asarray(Image.open(data / "a.png").convert("RGB"), np.float32)[None] / 255
+    decoded = codec.decompress((tmp_path / "files" / "a.l64.swj").read_bytes())
+    decoded = decoded.astype(np.float32)[None] / 255
+    for name, key in evaluation.PERCEPTUAL_KEYS.items():
+        want = float(perceptual.packaged_metric(name)(original, decoded)[0])
+        assert rec[name] == pytest.approx(want, abs=1e-5), name
+        assert res["results"][key] == [pytest.approx(want, abs=1e-5)], name
+        assert want > 0
 
 
 def test_without_flags_the_shipped_model_meets_jpeg_webp_avif_and_a_plot(

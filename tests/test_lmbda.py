@@ -178,3 +178,16 @@ def test_gain_moves_the_rate_of_an_untrained_model(fast, tiny):
     assert with_gain[0] < with_gain[1] < with_gain[2]
     assert with_gain[2] > 2.0 * with_gain[0]
     assert abs(without[2] / without[0] - 1.0) < 0.2
+
+
+def test_sampling_bias_leans_towards_the_top_of_the_range():
+    r = LmbdaRange(16.0, 1024.0, True)
+    lm = np.asarray(r.sample(jax.random.key(0), 20000, bias=2.0))
+    assert lm.min() >= 16.0 and lm.max() <= 1024.0 * (1 + 1e-6)
+    t = (np.log(lm) - np.log(16.0)) / (np.log(1024.0) - np.log(16.0))
+    # Density 2t: the top sixth gets 1 - (5/6)^2 = 30.6 % of the draws, the bottom 2.8 %.
+    counts, _ = np.histogram(t, bins=6, range=(0, 1))
+    assert abs(counts[-1] / lm.size - 11 / 36) < 0.02
+    assert abs(counts[0] / lm.size - 1 / 36) < 0.01
+    with pytest.raises(LmbdaError, match="positive"):
+        r.sample(jax.random.key(0), 4, bias=0.0)

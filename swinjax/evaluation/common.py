@@ -11,10 +11,15 @@ DEFAULT_DATA = "../shared/datasets/kodak"
 # What ``python evaluate.py`` without flags compares the model with, and where it draws the plot.
 DEFAULT_CODECS = ("jpeg", "webp", "avif")
 DEFAULT_PLOT = "rd.png"
-PERCEPTUAL_METRICS = ("lpips", "dists")
+# Perceptual metrics reported by default (swinjax.perceptual.METRIC_NAMES), lower is better.
+PERCEPTUAL_METRICS = ("lpips_alex", "lpips_vgg", "dists")
+# Their keys in the CompressAI-schema JSON (hyphenated like "psnr-rgb") and their labels.
+PERCEPTUAL_KEYS = {"lpips_alex": "lpips-alex", "lpips_vgg": "lpips-vgg", "dists": "dists"}
+PERCEPTUAL_LABELS = {"lpips_alex": "LPIPS-Alex", "lpips_vgg": "LPIPS-VGG", "dists": "DISTS"}
 
-# A perceptual metric of two 8-bit images (reference, reconstruction).
-PerceptualMetric = Callable[[np.ndarray, np.ndarray], float]
+# A perceptual metric: given one 8-bit reference image, a function of an 8-bit reconstruction
+# (the reference's features are computed once per image, not once per rate point).
+PerceptualMetric = Callable[[np.ndarray], Callable[[np.ndarray], float]]
 
 
 class EvaluationError(Exception):
@@ -36,6 +41,9 @@ class EvalOptions:
     keep_files: str | None = None
     max_images: int | None = None
     max_pixels: int | None = None
+    # Which perceptual metrics to compute (all by default; [] for none) and, per metric, a local
+    # weights file instead of the packaged weights ({"lpips_vgg": path, ...}).
+    perceptual: list[str] = field(default_factory=lambda: list(PERCEPTUAL_METRICS))
     weights: dict[str, str | None] = field(default_factory=dict)
     progress: bool = True
     bd_method: str = "pchip"

@@ -1,4 +1,8 @@
-"""The RD plot of an evaluation: PSNR and MS-SSIM (dB) against bpp, drawn with matplotlib."""
+"""The RD plot of an evaluation, drawn with matplotlib.
+
+PSNR and MS-SSIM (dB) against bpp and, when measured, LPIPS-Alex, LPIPS-VGG and DISTS (lower is
+better).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from swinjax.atomic import write_atomic
 # without its red ("C3"), each the same colour in both panels.
 MODEL_COLOUR = "#d62728"
 _OTHER_COLOURS = ("C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8", "C9")
-FIGURE_SIZE = (15.0, 6.4)  # inches; at DPI, a 1500 x 640 PNG
+FIGURE_SIZE = (15.0, 6.4)  # inches; at DPI, a 1500 x 640 PNG (two panels)
+FIGURE_SIZE_PERCEPTUAL = (18.0, 11.0)  # five panels on two rows
+PERCEPTUAL_PANELS = (("LPIPS-Alex", "lpips-alex"), ("LPIPS-VGG", "lpips-vgg"), ("DISTS", "dists"))
 DPI = 100
 
 
@@ -25,6 +31,9 @@ def plot_rd(
     overwrite: bool = True,
 ) -> pathlib.Path:
     """Draws PSNR-vs-bpp and MS-SSIM(dB)-vs-bpp panels with every curve and writes a PNG.
+
+    Where any curve carries LPIPS-Alex, LPIPS-VGG or DISTS (``RDCurve.perceptual``), a second
+    row adds one panel each (lower is better; the axis is labelled so).
 
     The first curve is the model. The x axis runs from 0 to the larger of 1.3 x the model's
     highest rate and 2 bpp (or the highest rate of any curve, if lower): published anchors reach
@@ -48,16 +57,33 @@ def plot_rd(
     all_bpp = [v for c in curves for v in c.bpp if math.isfinite(v)] or [1.0]
     x_hi = max(max(model_bpp, default=0.0) * 1.3, min(max(all_bpp), 2.0))
     # A Figure without pyplot: no global state, no GUI backend, safe in threads and notebooks.
-    fig = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
+    panels = [("PSNR-RGB [dB]", "psnr"), ("MS-SSIM-RGB [dB]", "ms_ssim_db")]
+    panels += [
+        (f"{label} (lower is better)", key)
+        for label, key in PERCEPTUAL_PANELS
+        if any(key in c.perceptual for c in curves)
+    ]
+    size = FIGURE_SIZE if len(panels) == 2 else FIGURE_SIZE_PERCEPTUAL
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     fig.suptitle(title or "rate-distortion")
-    panels = (("PSNR-RGB [dB]", "psnr"), ("MS-SSIM-RGB [dB]", "ms_ssim_db"))
-    axes = fig.subplots(1, 2)
+    if len(panels) == 2:
+        axes = list(fig.subplots(1, 2))
+    else:
+        grid = fig.subplots(2, 3)
+        axes = [grid[0][0], grid[0][1], *grid[1]][: len(panels)]
+        grid[0][2].set_axis_off()
     handles = {}
+
+    def values(c: metrics.RDCurve, attr: str) -> list[float]:
+        if attr in ("psnr", "ms_ssim_db"):
+            return getattr(c, attr) or []
+        return c.perceptual.get(attr, [])
+
     for ax, (label, attr) in zip(axes, panels, strict=True):
         for i, c in enumerate(curves):
             pts = sorted(
                 (x, y)
-                for x, y in zip(c.bpp, getattr(c, attr) or [], strict=False)
+                for x, y in zip(c.bpp, values(c, attr), strict=False)
                 if math.isfinite(x) and math.isfinite(y) and x <= x_hi
             )
             if not pts:

