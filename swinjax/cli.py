@@ -7,6 +7,9 @@
   ``--ckpt`` each file is decoded by the shipped model its header names; a file whose decode
   would need more than ``M`` MiB of memory is refused before anything is allocated.
 * ``info FILE``: a file's header (no model needed).
+* ``metrics REF DIST [DIST ...]``: PSNR, MS-SSIM, LPIPS-Alex, LPIPS-VGG and DISTS of each
+  distorted image against the reference (the metrics' own repositories offer the same for one
+  metric each: ``lpips_2imgs.py``, ``DISTS_pt.py --ref --dist``), with the packaged weights.
 
 ``--ckpt`` takes a shipped model's name, an export directory or a training workdir (default: the
 shipped :data:`swinjax.export.DEFAULT_MODEL`). Outputs are written atomically and never replace
@@ -254,6 +257,66 @@ def _io_args(p: argparse.ArgumentParser, ckpt_help: str, what_in: str, what_out:
     p.add_argument("--quiet", action="store_true", help="no per-file lines or progress bar")
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    """PSNR, MS-SSIM and the perceptual metrics of each ``DIST`` against ``REF``."""
+    from swinjax import metrics, perceptual
+    from swinjax.imageio import ImageError, load_image
+    from swinjax.packaged_weights import PackagedWeightsError
+
+    def read(path: str) -> np.ndarray:
+        try:
+            return load_image(path)
+        except ImageError as e:  # its message names the file
+            raise UserError(str(e)) from e
+        except OSError as e:
+            raise UserError(f"{path}: {e}") from e
+
+    ref = read(args.ref)
+    dists = [(d, read(d)) for d in args.dist]
+    for path, img in dists:
+        if img.shape != ref.shape:
+            raise UserError(
+                f"{path} is {img.shape[1]}x{img.shape[0]}, the reference {args.ref} is "
+                f"{ref.shape[1]}x{ref.shape[0]}: the metrics compare images of one size"
+            )
+    try:
+        fns = {n: perceptual.packaged_metric(n) for n in perceptual.METRIC_NAMES}
+    except PackagedWeightsError as e:
+        raise UserError(str(e)) from e
+    x = ref.astype(np.float32) / 255.0
+    refs = {}
+    for name, m in fns.items():
+        try:
+            refs[name] = m.against(x)
+        except ValueError:  # smaller than the network needs: no value
+            refs[name] = None
+    try:
+        ms_ref = metrics.MsSsimReference(ref)
+    except ValueError:  # below MS-SSIM's smallest size
+        ms_ref = None
+    rows = []
+    for path, img in dists:
+        row: dict[str, Any] = {"ref": args.ref, "dist": path, "psnr": metrics.psnr(ref, img)}
+        row["ms_ssim"] = None if ms_ref is None else ms_ref(img)
+        y = img.astype(np.float32) / 255.0
+        for name, fn in refs.items():
+            row[name] = None if fn is None else fn(y)
+        rows.append(row)
+        if args.json:
+            print(json.dumps({k: (float(v) if isinstance(v, np.floating) else v)
+                              for k, v in row.items()}))  # fmt: skip
+    if not args.json:
+        keys = ("psnr", "ms_ssim", *perceptual.METRIC_NAMES)
+        labels = ("PSNR", "MS-SSIM", "LPIPS-Alex", "LPIPS-VGG", "DISTS")
+        width = max(len(r["dist"]) for r in rows)
+        print(f"{'image':<{width}} " + " ".join(f"{h:>10}" for h in labels))
+        for r in rows:
+            cells = " ".join(f"{'n/a':>10}" if r[k] is None else f"{r[k]:>10.4f}" for k in keys)
+            print(f"{r['dist']:<{width}} {cells}")
+        print(f"reference: {args.ref}; PSNR in dB; LPIPS, DISTS: lower is more similar")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m swinjax``."""
     from swinjax.compression import DEFAULT_DECODE_MEMORY
@@ -308,6 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "metrics",
+        help="PSNR, MS-SSIM, LPIPS-Alex, LPIPS-VGG and DISTS of images against a reference",
+    )
+    p.add_argument("ref", help="the reference image")
+    p.add_argument("dist", nargs="+", help="distorted image(s) of the same size")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per pair instead of the table"
+    )
+    p.set_defaults(func=_cmd_metrics)
     return parser
 
 

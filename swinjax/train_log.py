@@ -98,10 +98,18 @@ def log(msg: str) -> None:
 
 
 def validation_line(step: int, v: dict[str, float]) -> str:
-    """``validation at step S: lambda 16: 0.1 bpp 25.0 dB | ...`` for the terminal."""
-    parts = [
-        f"lambda {k.split('@')[1]}: {v[k]:.4f} bpp {v['val_psnr_db@' + k.split('@')[1]]:.2f} dB"
-        for k in v
-        if k.startswith("val_bpp@")
-    ]
+    """``validation at step S: lambda 16: 0.1 bpp 25.0 dB | ...`` for the terminal.
+
+    The perceptual stages' LPIPS-Alex and DISTS follow each lambda's PSNR when present.
+    """
+    parts = []
+    for k in v:
+        if not k.startswith("val_bpp@"):
+            continue
+        lm = k.split("@")[1]
+        part = f"lambda {lm}: {v[k]:.4f} bpp {v['val_psnr_db@' + lm]:.2f} dB"
+        for name, label in (("lpips_alex", "LPIPS-Alex"), ("dists", "DISTS")):
+            if f"val_{name}@{lm}" in v:
+                part += f" {label} {v[f'val_{name}@{lm}']:.4f}"
+        parts.append(part)
     return f"validation at step {step}: " + " | ".join(parts)

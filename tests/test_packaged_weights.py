@@ -150,3 +150,40 @@ def test_legacy_torch_reader_reads_tensors_and_refuses_other_globals():
     np.testing.assert_array_equal(out["alpha"], values.reshape(2, 3))
     with pytest.raises(pickle.UnpicklingError, match="refusing os.system"):
         conv.read_legacy_torch(head + body("os", "system") + tail)
+
+
+@needs_refs
+def test_metrics_command_gives_the_reference_values_as_a_table_and_as_json(tmp_path):
+    import contextlib
+    import json
+
+    from swinjax import cli
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main([str(a) for a in argv])
+        return status, out.getvalue(), err.getvalue()
+
+    status, out, err = run("metrics", REFS / "ex_ref.png", REFS / "ex_p0.png", REFS / "ex_p1.png")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[1:] == ["PSNR", "MS-SSIM", "LPIPS-Alex", "LPIPS-VGG", "DISTS"]
+    p0 = lines[1].split()
+    assert p0[0].endswith("ex_p0.png") and p0[2] == "n/a"  # 64 px: below MS-SSIM's size
+    assert float(p0[3]) == pytest.approx(0.722, abs=5e-4)
+    assert float(p0[4]) == pytest.approx(0.569, abs=5e-4)
+    status, out, err = run("metrics", "--json", REFS / "r0.png", REFS / "r1.png")
+    assert status == 0, err
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert set(row) == {"ref", "dist", "psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists"}
+    assert row["dists"] == pytest.approx(0.3347, abs=5e-5) and 0 < row["ms_ssim"] < 1
+    # Mismatched sizes and unreadable files: one line each, status 2.
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    for args, needle in (
+        ((REFS / "r0.png", REFS / "ex_p0.png"), "64x64"),
+        ((REFS / "r0.png", tmp_path / "bad.png"), "bad.png"),
+        ((tmp_path / "absent.png", REFS / "r1.png"), "absent.png"),
+    ):
+        status, _, err = run("metrics", *args)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err

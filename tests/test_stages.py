@@ -42,6 +42,7 @@ def _run(stage, work, d, stage1, *extra):
         f"--config={ROOT / 'configs' / f'swincoder_stage{stage}.py'}:tiny",
         f"--workdir={work}",
         f"--config.init_from={stage1}",
+        "--config.perceptual.vgg=vgg19",
         f"--config.perceptual.vgg_weights={d / 'vgg19.npz'}",
         f"--config.perceptual.vgg_width={VGG_WIDTH}",
         "--config.perceptual.sn_warmup=20",

