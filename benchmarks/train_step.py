@@ -11,9 +11,10 @@ the ratio to a float32 matmul ceiling measured in the same process (benchmarks/t
 ``--kernels cpu,generic`` times the step once per layer formulation (``config.kernels``: the
 hand-written CPU kernels and the plain-JAX layers accelerators use), interleaved per config.
 
-``--stages`` times SwinCoder's stage-2 and stage-3 steps (VGG19 perceptual/style losses;
-plus the U-Net discriminator step) against its stage-1 step at 8 x 128^2, with randomly generated
-VGG19 weights (the cost does not depend on their values).
+``--stages`` times SwinCoder's stage-2 and stage-3 steps (VGG16 perceptual/style losses with the
+packaged ImageNet weights; plus the U-Net discriminator step) against its stage-1 step at
+8 x 128^2, for the reference model (``--stages-model ref``, default) or the paper's widths
+(``paper``).
 
 ``--mesh-overhead`` re-runs SwinCoder at 8 x 128^2 in a child process with 8 host devices
 (``--xla_force_host_platform_device_count=8``) on a (8, 1) mesh and on one of those devices: on one
@@ -89,29 +90,22 @@ def bench(
     }
 
 
-def stage_costs(repeats: int, ceiling: float) -> list[dict[str, Any]]:
-    """Stage 1, 2 and 3 steps of SwinCoder at 8 x 128^2 (random full-width VGG19 weights)."""
-    import tempfile
+def stage_costs(repeats: int, ceiling: float, model: str = "ref") -> list[dict[str, Any]]:
+    """Stage 1, 2 and 3 steps of SwinCoder at 8 x 128^2 (the packaged ImageNet VGG16).
 
-    import numpy as np
-
-    from swinjax.models.vgg import random_vgg_arrays
-
+    ``model``: ``"ref"`` (the shipped reference model's configs, ``swincoder_ref`` and
+    ``swincoder_stage{2,3}:ref``) or ``"paper"`` (the paper's widths).
+    """
+    names = {
+        "ref": ("swincoder_ref", "swincoder_stage2:ref", "swincoder_stage3:ref"),
+        "paper": ("swincoder", "swincoder_stage2", "swincoder_stage3"),
+    }[model]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/vgg19.npz"
-        np.savez(path, **random_vgg_arrays(19, 64, seed=0))
-        for stage, name in (
-            (1, "swincoder"),
-            (2, "swincoder_stage2"),
-            (3, "swincoder_stage3"),
-        ):
-            over = (
-                {} if stage == 1 else {"perceptual.vgg_weights": path, "perceptual.d_features": 64}
-            )
-            r = bench(name, 128, repeats, ceiling, **over)
-            r["config"] = f"swincoder stage {stage}"
-            rows.append(r)
+    for stage, name in enumerate(names, start=1):
+        over = {} if stage == 1 else {"perceptual.d_features": 64}
+        r = bench(name, 128, repeats, ceiling, **over)
+        r["config"] = f"{name} (stage {stage})"
+        rows.append(r)
     return rows
 
 
@@ -136,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--mesh-overhead", action="store_true")
     p.add_argument("--stages", action="store_true", help="stage 2/3 step cost vs stage 1")
+    p.add_argument("--stages-model", choices=("ref", "paper"), default="ref")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -162,9 +157,9 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
     if args.stages:
-        rows_s = stage_costs(args.repeats, ceil["gflops_median"])
+        rows_s = stage_costs(args.repeats, ceil["gflops_median"], args.stages_model)
         base = rows_s[0]["step_s"]
-        print("\n| SwinCoder 8x128^2 | step s | vs stage 1 |")
+        print(f"\n| SwinCoder ({args.stages_model}) 8x128^2 | step s | vs stage 1 |")
         print("|---|---:|---:|")
         for r in rows_s:
             print(f"| {r['config']} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x |")

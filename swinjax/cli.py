@@ -3,9 +3,12 @@
 * ``macs --config FILE[:arg]``: parameters and MACs per part (:mod:`swinjax.costs`).
 * ``compress [--ckpt C] [--lmbda L | --target-bpp B] [--tile N] IN OUT``: an image, or a folder
   of them (the tree is mirrored), to real range-coded ``.swj`` files.
-* ``decompress [--ckpt C] [--max-decode-mb M] IN OUT``: ``.swj`` file(s) to PNG; without
-  ``--ckpt`` each file is decoded by the shipped model its header names; a file whose decode
-  would need more than ``M`` MiB of memory is refused before anything is allocated.
+* ``decompress [--ckpt C | --decoder D] [--max-decode-mb M] IN OUT``: ``.swj`` file(s) to PNG;
+  without ``--ckpt`` each file is decoded by the shipped model its header names, with its own
+  synthesis (``--decoder mse``, the default) or a shipped decoder export that pairs with it
+  (``--decoder perceptual``: SwinCoder's stage-2/3 synthesis, the same file decoded for realism
+  instead of fidelity); a file whose decode would need more than ``M`` MiB of memory is refused
+  before anything is allocated.
 * ``info FILE``: a file's header (no model needed).
 * ``metrics REF DIST [DIST ...]``: PSNR, MS-SSIM, LPIPS-Alex, LPIPS-VGG and DISTS of each
   distorted image against the reference (the metrics' own repositories offer the same for one
@@ -74,14 +77,17 @@ def _load_codec(
         raise UserError(str(e)) from e
 
 
-def _shipped_for(header: Any) -> pathlib.Path:
-    """The shipped model that wrote a file, from the model id in its header."""
+def _shipped_for(header: Any, decoder: str = "mse") -> pathlib.Path:
+    """The shipped model (or its ``decoder``) that decodes a file, from its header's model id."""
     from swinjax.export import shipped_model_for
 
     try:
-        return shipped_model_for(header.model_id, header.config_hash.hex())
+        return shipped_model_for(header.model_id, header.config_hash.hex(), decoder)
     except FileNotFoundError as e:
-        raise UserError(f"{e}; give --ckpt with the model that wrote it") from e
+        hint = "give --ckpt with the model that wrote it"
+        if decoder != "mse":
+            hint = f"no {decoder!r} decoder is shipped for it; use --decoder mse"
+        raise UserError(f"{e}; {hint}") from e
 
 
 def _write(path: pathlib.Path, write: Callable[[pathlib.Path, bool], Any], force: bool) -> None:
@@ -200,6 +206,12 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     codecs: dict[pathlib.Path | None, Any] = {}
     if args.ckpt is not None:
         codecs[None] = _load_codec(args.ckpt, args.max_pixels, budget)
+        have = codecs[None].exported.decoder
+        if args.decoder is not None and args.decoder != have:
+            raise UserError(
+                f"--ckpt {args.ckpt} is the {have!r} decoder, not {args.decoder!r}: give one of "
+                "--ckpt and --decoder"
+            )
 
     def work(src: pathlib.Path, dst: pathlib.Path) -> str:
         try:
@@ -208,7 +220,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             raise UserError(f"cannot read {src}: {e.strerror or e}") from e
         try:
             if args.ckpt is None:
-                model = _shipped_for(tiled.first_header(data, args.max_pixels))
+                header = tiled.first_header(data, args.max_pixels)
+                model = _shipped_for(header, args.decoder or "mse")
                 if model not in codecs:
                     codecs[model] = _load_codec(model, args.max_pixels, budget)
                 codec = codecs[model]
@@ -364,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DECODE_MEMORY // 2**20,
         help="refuse, before allocating, a file whose decode needs more memory than this many "
         f"MiB (default {DEFAULT_DECODE_MEMORY // 2**20})",
+    )
+    p.add_argument(
+        "--decoder",
+        default=None,
+        help="which shipped synthesis decodes the files: mse (the model's own, default) or "
+        "perceptual (SwinCoder's stage-2/3 fine-tuned g_s: the same file decoded for realism)",
     )
     p.set_defaults(func=_cmd_decompress)
 

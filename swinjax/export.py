@@ -13,6 +13,13 @@ evaluates without a checkpoint of the user's own: :func:`resolve_ckpt` turns ``-
 a path, or nothing for :data:`DEFAULT_MODEL`) into a directory, and :func:`shipped_model_for`
 finds the model that wrote a file from the model id in its header. Training workdirs are turned
 into exports by :func:`swinjax.checkpoint.load_model`.
+
+A *decoder export* (:func:`export_decoder`) holds only a synthesis transform ``g_s`` fine-tuned for
+another export whose encoder and entropy models it leaves as they are (SwinCoder's perceptual
+stages, Li et al., CLIC 2025, §II-B, in their frozen-encoder reading): its ``model.json`` names the
+export it pairs with (model id, config hash, name), and loading it loads that export and replaces
+its ``g_s``. Files are the same bytes whichever decoder reads them; ``decoder`` ("mse" for a full
+export, e.g. "perceptual") says which reconstruction one gets.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class ExportedModel:
     step: int
     path: pathlib.Path | None = None  # the export directory it was read from
     param_dtype: str = "float32"  # how params.msgpack stores them (params here are float32)
+    decoder: str = "mse"  # which synthesis: "mse" (a full export) or a decoder export's name
+    pairs_with: str | None = None  # a decoder export: the export directory whose g_s it replaces
 
 
 def build_tables(codec: Any, params: Any) -> dict[str, np.ndarray]:
@@ -173,6 +182,121 @@ def export(
     return out
 
 
+def export_decoder(
+    base: ExportedModel,
+    params: Any,
+    out_dir: str | pathlib.Path,
+    step: int,
+    decoder: str = "perceptual",
+    base_name: str | None = None,
+    training: dict[str, Any] | None = None,
+) -> pathlib.Path:
+    """Writes a decoder export: the ``g_s`` of ``params``, to decode ``base``'s files.
+
+    Args:
+        base: the export whose encoder, entropy models and tables the decoder pairs with.
+        params: parameters of a model trained from ``base`` with everything but ``g_s`` frozen.
+        out_dir: the export directory.
+        step: the fine-tuning step, recorded in model.json.
+        decoder: its name (``--decoder NAME`` selects it); not ``"mse"``.
+        base_name: how to find ``base`` when loading: a shipped model's name or a directory
+            (relative paths are taken from ``out_dir``'s parent); default: ``base``'s folder name.
+        training: what to record of its training (stages, steps, CPU hours).
+
+    Raises:
+        ValueError: ``params`` differ from ``base`` outside ``g_s`` (the encoder was trained, so
+            files would not be the same bytes), or ``decoder`` is ``"mse"``.
+    """
+    from flax import traverse_util
+
+    if decoder == "mse":
+        raise ValueError('a decoder export needs a name other than "mse"')
+    flat_new = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    flat_base = traverse_util.flatten_dict(base.params, sep="/")
+    stored, _ = round_params(params, base.param_dtype)
+    for k, v in flat_base.items():
+        if "/g_s/" in f"/{k}/":
+            continue
+        if k not in flat_new or not np.array_equal(np.asarray(flat_new[k], np.float32), v):
+            raise ValueError(
+                f"parameter {k} differs from the base export {base.path}: only g_s may change "
+                "for a decoder export (train with perceptual.freeze_encoder=True)"
+            )
+    g_s = {"params": {"g_s": stored["params"]["g_s"]}}
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "kind": "decoder",
+        "decoder": decoder,
+        "model_id": base.model_id,
+        "config_hash": base.config_hash,
+        "step": int(step),
+        "param_dtype": base.param_dtype,
+        "model": base.model.to_dict(),
+        "pairs_with": {
+            "name": base_name or (base.path.name if base.path else base.model_id),
+            "model_id": base.model_id,
+            "config_hash": base.config_hash,
+            "step": base.step,
+        },
+        "training": training or {},
+    }
+    write_atomic(out / "params.msgpack", flax.serialization.msgpack_serialize(g_s))
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    write_atomic(out / "model.json", text.encode())
+    return out
+
+
+def _load_decoder(p: pathlib.Path, meta: dict[str, Any]) -> ExportedModel:
+    """A decoder export: its base export (found by ``pairs_with``) with ``g_s`` replaced."""
+    pair = meta.get("pairs_with") or {}
+    name = str(pair.get("name", ""))
+    shipped = shipped_models()
+    candidates = [p.parent / name, pathlib.Path(name)]
+    base_dir = next((c for c in candidates if name and (c / "model.json").is_file()), None)
+    if base_dir is None and name in shipped:
+        base_dir = shipped[name]
+    if base_dir is None or base_dir.resolve() == p.resolve():
+        raise FileNotFoundError(
+            f"{p} is a {meta.get('decoder')!r} decoder for {name!r}, which is neither beside it "
+            f"nor shipped (shipped: {_shipped_list()})"
+        )
+    base = load_export(base_dir)
+    if base.pairs_with is not None:
+        raise ValueError(f"{p} pairs with {base_dir}, itself a decoder export")
+    if (base.model_id, base.config_hash) != (pair.get("model_id"), pair.get("config_hash")):
+        raise ValueError(
+            f"{p} decodes files of {pair.get('model_id')} (config {pair.get('config_hash')}), "
+            f"but {base_dir} is {base.model_id} (config {base.config_hash})"
+        )
+    raw = flax.serialization.msgpack_restore((p / "params.msgpack").read_bytes())
+    try:
+        g_s = flax.serialization.from_state_dict(base.params["params"]["g_s"], raw["params"]["g_s"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{p / 'params.msgpack'}: not a g_s for {base_dir} ({e})") from e
+    for a, b in zip(
+        jax.tree.leaves(g_s), jax.tree.leaves(base.params["params"]["g_s"]), strict=True
+    ):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"{p / 'params.msgpack'}: g_s shapes differ from {base_dir}'s")
+    g_s = jax.tree.map(lambda a: np.asarray(a).astype(np.float32), g_s)
+    params = {**base.params, "params": {**base.params["params"], "g_s": g_s}}
+    return ExportedModel(
+        base.model,
+        params,
+        base.tables,
+        base.model_id,
+        base.config_hash,
+        int(meta["step"]),
+        p,
+        base.param_dtype,
+        str(meta.get("decoder", "?")),
+        str(base_dir),
+    )
+
+
 def to_config(d: dict[str, Any]) -> ml_collections.ConfigDict:
     """A ConfigDict from JSON (``model.json``, ``config.json``): lists become tuples again.
 
@@ -205,6 +329,8 @@ def load_export(path: str | pathlib.Path) -> ExportedModel:
         raise ValueError(f"{meta_path} is not a swinjax export")
     if int(meta.get("version", -1)) != EXPORT_VERSION:
         raise ValueError(f"unsupported export version {meta.get('version')} in {meta_path}")
+    if meta.get("kind") == "decoder":
+        return _load_decoder(p, meta)
     param_dtype = meta.get("param_dtype", "float32")
     if param_dtype not in PARAM_DTYPES:
         raise ValueError(f"unsupported param_dtype {param_dtype!r} in {meta_path}")
@@ -304,15 +430,20 @@ def _shipped_list() -> str:
     return ", ".join(names) if names else "none"
 
 
-def shipped_model_for(model_id: str, config_hash: str | None = None) -> pathlib.Path:
+def shipped_model_for(
+    model_id: str, config_hash: str | None = None, decoder: str = "mse"
+) -> pathlib.Path:
     """The shipped model whose model id is ``model_id``: the decoder of a file with that id.
 
     Files name the model that wrote them (the container header's ``model_id``), so a file can be
     decoded without being told the model, as long as that model is shipped. When several shipped
     models share the id, the one whose config hash matches ``config_hash`` is preferred.
+    ``decoder`` picks the synthesis: ``"mse"`` (the model's own) or the name of a shipped decoder
+    export that pairs with it (e.g. ``"perceptual"``), which must match the hash.
 
     Raises:
-        FileNotFoundError: no shipped model has this id (the message lists the shipped ones).
+        FileNotFoundError: no shipped model has this id (or no such decoder pairs with it); the
+            message lists the shipped ones.
     """
     metas = {name: _read_meta(path) for name, path in shipped_models().items()}
     # Exact config hash first, then by name: deterministic when several share the id.
@@ -320,13 +451,33 @@ def shipped_model_for(model_id: str, config_hash: str | None = None) -> pathlib.
         (m.get("config_hash") != config_hash, name)
         for name, m in metas.items()
         if m.get("model_id") == model_id
+        and m.get("decoder", "mse") == decoder
+        and (decoder == "mse" or config_hash is None or m.get("config_hash") == config_hash)
     )
     if not found:
-        listed = ", ".join(f"{n} (model id {m.get('model_id')})" for n, m in metas.items())
-        raise FileNotFoundError(
-            f"no shipped model has model id {model_id!r} (shipped: {listed or 'none'})"
+        listed = ", ".join(
+            f"{n} (model id {m.get('model_id')}, decoder {m.get('decoder', 'mse')})"
+            for n, m in metas.items()
         )
+        what = f"model id {model_id!r}" + (f" and decoder {decoder!r}" if decoder != "mse" else "")
+        raise FileNotFoundError(f"no shipped model has {what} (shipped: {listed or 'none'})")
     return shipped_models()[found[0][1]]
+
+
+def paired_decoders(exported: ExportedModel) -> dict[str, pathlib.Path]:
+    """The shipped decoder exports that decode ``exported``'s files: decoder name -> directory."""
+    out = {}
+    for path in shipped_models().values():
+        m = _read_meta(path)
+        if m.get("kind") != "decoder":
+            continue
+        pair = m.get("pairs_with") or {}
+        if (pair.get("model_id"), pair.get("config_hash")) == (
+            exported.model_id,
+            exported.config_hash,
+        ) and path.resolve() != (exported.path or pathlib.Path()).resolve():
+            out.setdefault(str(m.get("decoder")), path)
+    return out
 
 
 def _read_meta(export_dir: pathlib.Path) -> dict[str, Any]:

@@ -45,5 +45,8 @@ class EvalOptions:
     # weights file instead of the packaged weights ({"lpips_vgg": path, ...}).
     perceptual: list[str] = field(default_factory=lambda: list(PERCEPTUAL_METRICS))
     weights: dict[str, str | None] = field(default_factory=dict)
+    # Extra decoders of the model's files (shipped decoder exports that pair with it, e.g.
+    # "perceptual"); None: every one that is shipped.
+    decoders: list[str] | None = None
     progress: bool = True
     bd_method: str = "pchip"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +42,9 @@ class Report:
     anchors: list[metrics.RDCurve]
     notes: list[str]
     written: list[pathlib.Path]
+    # Other decoders of the same files (e.g. "perceptual"): their curves, like ``model``, each
+    # with its own "bd_rates".
+    decoders: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -118,39 +121,16 @@ def assemble(
     notes: list[str],
     files: Sequence[pathlib.Path],
     perceptual: Mapping[str, PerceptualMetric],
+    decoders: Sequence[str] = (),
 ) -> Report:
-    """The :class:`Report` of a run: per-codec curves, the model's curve and its BD-rates."""
+    """The :class:`Report` of a run: per-codec curves, the model's curve and its BD-rates.
+
+    ``decoders``: the other decoders whose records (``codec`` ``"model:<name>"``) the run holds;
+    each gets a curve of its own, with BD-rates against the same curves as the model's.
+    """
     exported = codec.exported
-    model_name = f"swinjax {exported.model_id} (step {exported.step})"
-    model_rows = [r for r in records if r["codec"] == "model"]
-    res = _curve_results(model_rows, "lmbda", lmbdas)
-    res["estimated_bpp"] = [
-        _mean([r["estimated_bpp"] for r in model_rows if r["lmbda"] == lm]) for lm in lmbdas
-    ]
-    res["lmbda"] = list(lmbdas)
+    model_name = f"swinjax {exported.model_id} ({_steps(exported)})"
     dataset = {"path": str(opts.data), "images": len(files)}
-    desc = (
-        f"{model_name} on {len(files)} image(s) from {opts.data}. bpp: actual (file bytes x 8 / "
-        "pixels, header included); estimated_bpp: -log2 likelihood of y and z / pixels. "
-        "PSNR and MS-SSIM on the 8-bit decoded RGB image, per image then mean; MS-SSIM 5 scales "
-        "(Wang et al. 2003 weights, pytorch_msssim conventions, data range 255). Times: mean "
-        "wall-clock seconds per image of compress/decompress on "
-        f"{_device_name()}."
-    )
-    model = metrics.compressai_json(
-        model_name,
-        desc,
-        res,
-        model={
-            "id": exported.model_id,
-            "step": exported.step,
-            "config_hash": exported.config_hash,
-            "variable_rate": bool(codec.model_config.get("variable_rate", False)),
-            "ckpt": str(opts.ckpt) if opts.ckpt is not None else _default_model(),
-        },
-        dataset=dataset,
-        notes=notes,
-    )
     codecs = {}
     for cc in chosen:
         rows = [r for r in records if r["codec"] == cc.name]
@@ -163,27 +143,77 @@ def assemble(
             cres,
             dataset=dataset,
         )
-    model_curve = as_curve(model_name, res)
-    bd = {}
-    for name, obj in codecs.items():
-        bd[name] = _bd(as_curve(name, obj["results"]), model_curve, opts.bd_method)
-    for a in anchors:
-        bd[a.name] = _bd(a, model_curve, opts.bd_method)
+    curves = [as_curve(name, obj["results"]) for name, obj in codecs.items()] + list(anchors)
     if len(lmbdas) < 2:
         notes.append("bd-rate: needs at least 2 rate points of the model; not computed")
-    model["bd_rates"] = {
-        "description": (
-            f"BD-rate (%) of {model_name} against each curve (negative = fewer bits), "
-            f"{'PCHIP on log-rate' if opts.bd_method == 'pchip' else 'cubic fit (VCEG-M33)'}, "
-            "over the overlapping quality range only (psnr: PSNR-RGB dB; ms-ssim-db: "
-            "-10 log10(1 - mean MS-SSIM); lpips-alex, lpips-vgg, dists: lower is better, so the "
-            "BD-rate is taken on the negated metric and negative still means fewer bits at "
-            "equal quality); *_overlap = fraction of the model's quality range covered by the "
-            "anchor."
-        ),
-        **bd,
-    }
-    return Report(model, codecs, records, bd, anchors, notes, [])
+
+    def model_json(name: str, rows: list[dict[str, Any]], what: str) -> dict[str, Any]:
+        res = _curve_results(rows, "lmbda", lmbdas)
+        res["estimated_bpp"] = [
+            _mean([r["estimated_bpp"] for r in rows if r["lmbda"] == lm]) for lm in lmbdas
+        ]
+        res["lmbda"] = list(lmbdas)
+        desc = (
+            f"{name} on {len(files)} image(s) from {opts.data}{what}. bpp: actual (file bytes x "
+            "8 / pixels, header included); estimated_bpp: -log2 likelihood of y and z / pixels. "
+            "PSNR and MS-SSIM on the 8-bit decoded RGB image, per image then mean; MS-SSIM 5 "
+            "scales (Wang et al. 2003 weights, pytorch_msssim conventions, data range 255). "
+            "Times: mean wall-clock seconds per image of compress/decompress on "
+            f"{_device_name()}."
+        )
+        obj = metrics.compressai_json(
+            name,
+            desc,
+            res,
+            model={
+                "id": exported.model_id,
+                "step": exported.step,
+                "config_hash": exported.config_hash,
+                "variable_rate": bool(codec.model_config.get("variable_rate", False)),
+                "ckpt": str(opts.ckpt) if opts.ckpt is not None else _default_model(),
+            },
+            dataset=dataset,
+            notes=notes,
+        )
+        test = as_curve(name, res)
+        obj["bd_rates"] = {
+            "description": (
+                f"BD-rate (%) of {name} against each curve (negative = fewer bits), "
+                f"{'PCHIP on log-rate' if opts.bd_method == 'pchip' else 'cubic fit (VCEG-M33)'}"
+                ", over the overlapping quality range only (psnr: PSNR-RGB dB; ms-ssim-db: "
+                "-10 log10(1 - mean MS-SSIM); lpips-alex, lpips-vgg, dists: lower is better, so "
+                "the BD-rate is taken on the negated metric and negative still means fewer bits "
+                "at equal quality); *_overlap = fraction of the model's quality range covered by "
+                "the anchor."
+            ),
+            **{c.name: _bd(c, test, opts.bd_method) for c in curves},
+        }
+        return obj
+
+    model = model_json(model_name, [r for r in records if r["codec"] == "model"], "")
+    bd = {k: v for k, v in model["bd_rates"].items() if k != "description"}
+    others = {}
+    for d in decoders:
+        rows = [r for r in records if r["codec"] == f"model:{d}"]
+        others[d] = model_json(
+            f"{model_name} + {d} decoder", rows, f", the same files decoded by the {d} decoder"
+        )
+    return Report(model, codecs, records, bd, anchors, notes, [], others)
+
+
+def _steps(exported: Any) -> str:
+    """``"step N"``, or the cumulative steps and CPU hours its model card records."""
+    meta = {}
+    if exported.path is not None and (pathlib.Path(exported.path) / "model.json").is_file():
+        import json
+
+        meta = json.loads((pathlib.Path(exported.path) / "model.json").read_text())
+    history = meta.get("history") or meta.get("training") or {}
+    total = history.get("total_steps")
+    if total:
+        hours = history.get("cpu_core_hours")
+        return f"{total:,} steps in all" + (f", {hours:g} CPU-core-h" if hours else "")
+    return f"step {exported.step}"
 
 
 def _default_model() -> str:
@@ -206,6 +236,9 @@ def write_outputs(opts: EvalOptions, report: Report, out_path: pathlib.Path | No
         for name, obj in report.codecs.items():
             p = out_path.with_name(f"{out_path.stem}_{name}{out_path.suffix or '.json'}")
             report.written.append(metrics.write_json_atomic(p, obj))
+        for name, obj in report.decoders.items():
+            p = out_path.with_name(f"{out_path.stem}_decoder-{name}{out_path.suffix or '.json'}")
+            report.written.append(metrics.write_json_atomic(p, obj))
     if opts.per_image:
         if out_path is None:
             p = pathlib.Path("results_per_image.json")
@@ -219,6 +252,7 @@ def write_outputs(opts: EvalOptions, report: Report, out_path: pathlib.Path | No
         report.written.append(metrics.write_json_atomic(p, per))
     if opts.plot:
         curves = [as_curve(report.model["name"], report.model["results"])]
+        curves += [as_curve(o["name"], o["results"]) for o in report.decoders.values()]
         curves += [as_curve(n, o["results"]) for n, o in report.codecs.items()]
         curves += report.anchors
         report.written.append(plot_rd(curves, opts.plot, title=report.model["name"]))
@@ -245,14 +279,16 @@ def format_table(report: Report) -> str:
     def perceptual_cells(res: Mapping[str, list], i: int) -> str:
         return " ".join(_f((res.get(k) or [None] * (i + 1))[i], "10.4f") for k in pkeys)
 
-    for i, lm in enumerate(r["lmbda"]):
-        setting = "fixed" if lm is None else f"λ={lm:g}"
-        lines.append(
-            f"{'model':<10} {setting:>10} {_f(r['bpp'][i], '8.4f')} "
-            f"{_f(r['estimated_bpp'][i], '8.4f')} {_f(r['psnr-rgb'][i], '7.2f')} "
-            f"{_f(r['ms-ssim-rgb'][i], '8.4f')} {perceptual_cells(r, i)} "
-            f"{_f(r['encoding_time'][i], '7.3f')} {_f(r['decoding_time'][i], '7.3f')}"
-        )
+    models = [("model", r)] + [(f"model:{d}", o["results"]) for d, o in report.decoders.items()]
+    for label, res in models:
+        for i, lm in enumerate(res["lmbda"]):
+            setting = "fixed" if lm is None else f"λ={lm:g}"
+            lines.append(
+                f"{label[:10]:<10} {setting:>10} {_f(res['bpp'][i], '8.4f')} "
+                f"{_f(res['estimated_bpp'][i], '8.4f')} {_f(res['psnr-rgb'][i], '7.2f')} "
+                f"{_f(res['ms-ssim-rgb'][i], '8.4f')} {perceptual_cells(res, i)} "
+                f"{_f(res['encoding_time'][i], '7.3f')} {_f(res['decoding_time'][i], '7.3f')}"
+            )
     for name, obj in report.codecs.items():
         cr = obj["results"]
         key = next(k for k in cr if k in ("quality", "ratio", "distance"))
@@ -263,13 +299,19 @@ def format_table(report: Report) -> str:
                 f"{perceptual_cells(cr, i)} "
                 f"{_f(cr['encoding_time'][i], '7.3f')} {_f(cr['decoding_time'][i], '7.3f')}"
             )
-    if report.bd_rates:
+    tables = [("the model", report.bd_rates)] + [
+        (f"the model + {d} decoder", {k: v for k, v in o["bd_rates"].items() if k != "description"})
+        for d, o in report.decoders.items()
+    ]
+    for who, bd_rates in tables:
+        if not bd_rates:
+            continue
         lines.append("")
         lines.append(
-            "BD-rate of the model vs (negative = fewer bits at equal quality, for every metric; "
+            f"BD-rate of {who} vs (negative = fewer bits at equal quality, for every metric; "
             "PCHIP, overlap only):"
         )
-        for name, bd in report.bd_rates.items():
+        for name, bd in bd_rates.items():
             parts = []
             for key, label in _bd_keys():
                 if key not in bd:

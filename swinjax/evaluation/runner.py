@@ -241,6 +241,7 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
     except CheckpointError as e:
         raise EvaluationError(str(e)) from e
     model = codec.model_config
+    decoders = _decoders(codec, opts)
     lmbdas, lm_note = lmbdas_for(model, opts.lmbdas)
     notes.insert(0, lm_note)
     keep = pathlib.Path(opts.keep_files) if opts.keep_files else None
@@ -264,7 +265,7 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
             rel = _relative(path, opts.data)
             refs = _references(perceptual, image)
             records += _eval_model(
-                codec, image, rel, lmbdas, ref_ms, refs, workdir, bar, notes, log
+                codec, image, rel, lmbdas, ref_ms, refs, workdir, bar, notes, log, decoders
             )
             for cc in chosen:
                 for s in cc.settings:
@@ -278,9 +279,32 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
             f"ms-ssim: undefined for {len(small)} image(s) smaller than "
             f"{metrics.MS_SSIM_MIN_SIDE} px ({', '.join(small[:3])}{more}); means reported as null"
         )
-    report = assemble(opts, codec, lmbdas, chosen, records, anchors, notes, files, perceptual)
+    report = assemble(
+        opts, codec, lmbdas, chosen, records, anchors, notes, files, perceptual, list(decoders)
+    )
     write_outputs(opts, report, out_path)
     return report
+
+
+def _decoders(codec: ImageCodec, opts: EvalOptions) -> dict[str, ImageCodec]:
+    """The other decoders of the model's files: shipped decoder exports that pair with it."""
+    from swinjax.export import paired_decoders
+
+    shipped = paired_decoders(codec.exported)
+    names = list(shipped) if opts.decoders is None else [d for d in opts.decoders if d != "mse"]
+    missing = [d for d in names if d not in shipped]
+    if missing:
+        raise EvaluationError(
+            f"--decoders {','.join(missing)}: no such decoder is shipped for "
+            f"{codec.exported.model_id} (shipped: {', '.join(shipped) or 'none'})"
+        )
+    out = {}
+    for name in names:
+        try:
+            out[name] = open_codec(shipped[name], opts.max_pixels)
+        except CheckpointError as e:
+            raise EvaluationError(str(e)) from e
+    return out
 
 
 def _relative(path: pathlib.Path, data: str) -> str:
@@ -303,8 +327,13 @@ def _eval_model(
     bar: tqdm,
     notes: list[str],
     log: TextIO | None,
+    decoders: Mapping[str, ImageCodec] | None = None,
 ) -> list[dict[str, Any]]:
-    """All λ of one image: forward pass (compiles, estimates), real encode, file, real decode."""
+    """All λ of one image: forward pass (compiles, estimates), real encode, file, real decode.
+
+    Each of ``decoders`` decodes the same file too: one more record per λ, ``codec``
+    ``"model:<name>"``, with the same bytes and its own reconstruction's metrics.
+    """
     from swinjax.coding.container import FormatError
 
     h, w = image.shape[:2]
@@ -352,6 +381,21 @@ def _eval_model(
         }
         rec.update(_perceptual(refs, x_hat))
         out.append(rec)
+        for name, other in (decoders or {}).items():
+            t4 = time.perf_counter()
+            x_other = other.decompress(stored)
+            t5 = time.perf_counter()
+            out.append(
+                {
+                    **{k: rec[k] for k in ("image", "height", "width", "lmbda", "bytes", "bpp")},
+                    "codec": f"model:{name}",
+                    "estimated_bpp": rec["estimated_bpp"],
+                    **_quality(image, ref_ms, x_other),
+                    "encoding_time": rec["encoding_time"],
+                    "decoding_time": t5 - t4,
+                    **_perceptual(refs, x_other),
+                }
+            )
         bar.set_postfix_str(f"{rel} " + ("fixed" if lm is None else f"λ={lm:g}"), refresh=False)
         bar.update()
     return out
