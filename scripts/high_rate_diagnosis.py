@@ -64,6 +64,7 @@ def cpu_seconds() -> float:
 def arm_config(arm: str, init: str, steps: int, lr: float) -> Any:
     """The reference config continued from ``init`` for ``steps``, with one change per arm."""
     c = load_config(str(ROOT / "configs" / "swincoder_ref.py"))
+    c.crop, c.batch_size = 128, 8  # the recipe of the model's first 33,000 steps
     c.init_from = init
     c.total_steps = steps
     c.warmup_steps = max(steps // 20, 1)

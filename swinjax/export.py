@@ -139,6 +139,7 @@ def export(
     out_dir: str | pathlib.Path,
     step: int = 0,
     param_dtype: str = "float32",
+    history: dict[str, Any] | None = None,
 ) -> pathlib.Path:
     """Writes an export directory (model.json, params.msgpack, tables.npz) and returns its path.
 
@@ -151,6 +152,10 @@ def export(
             parameters. float16 halves the size (for models shipped in the package); the coding
             tables are then built from the float16-rounded parameters, so that the encoder, the
             decoder and the tables all see exactly what :func:`load_export` returns.
+        history: the whole training behind these parameters, recorded in model.json as
+            ``history`` (``total_steps``, ``cpu_core_hours``, ``runs``): ``step`` is only the last
+            run's step, and a model continued from another export would otherwise forget its
+            past (:func:`swinjax.train_lib.train` fills it from ``init_from``).
 
     Raises:
         ValueError: see :func:`round_params`.
@@ -172,6 +177,8 @@ def export(
         "param_dtype": param_dtype,
         "model": model.to_dict(),
     }
+    if history:
+        meta["history"] = history
     write_atomic(out / "params.msgpack", flax.serialization.msgpack_serialize(stored))
     buf = io.BytesIO()
     np.savez(buf, **tables)
@@ -478,6 +485,14 @@ def paired_decoders(exported: ExportedModel) -> dict[str, pathlib.Path]:
         ) and path.resolve() != (exported.path or pathlib.Path()).resolve():
             out.setdefault(str(m.get("decoder")), path)
     return out
+
+
+def history_of(export_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """The ``history`` an export's model.json records (``{}`` if none, or not an export)."""
+    if export_dir is None:
+        return {}
+    h = _read_meta(pathlib.Path(export_dir)).get("history")
+    return h if isinstance(h, dict) else {}
 
 
 def _read_meta(export_dir: pathlib.Path) -> dict[str, Any]:

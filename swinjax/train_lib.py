@@ -408,6 +408,7 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         if config.init_from:
             state = state.replace(params=_init_from(config, trainer, state.params, log))
     key = jax.random.key(int(config.seed) + 1)
+    cpu0 = time.process_time()
     writer = MetricsWriter(workdir, bool(config.get("tensorboard", False)))
     val = validation_batches(config) if int(config.eval_every) > 0 else None
     start = int(state.step)
@@ -442,9 +443,42 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     train_iter.close()
     writer.close()
     if config.export_on_finish and jax.process_index() == 0:
-        out = export(config, state.params, workdir / "export", int(state.step))
+        cpu = time.process_time() - cpu0
+        hist = run_history(config, int(state.step), cpu, resumed=restored is not None)
+        out = export(config, state.params, workdir / "export", int(state.step), history=hist)
         log(f"exported the inference model to {out}")
     return metrics
+
+
+def run_history(
+    config: Any, steps: int, cpu_seconds: float, resumed: bool = False
+) -> dict[str, Any]:
+    """The export's ``history``: what ``init_from`` had behind it plus this run.
+
+    CPU hours are this process's (a run resumed in several processes counts its last one only,
+    and says so with ``cpu_core_hours_partial``).
+    """
+    from swinjax.checkpoint import load_model
+    from swinjax.export import history_of
+
+    past: dict[str, Any] = {}
+    if config.init_from:
+        try:
+            src = load_model(str(config.init_from))
+            past = history_of(src.path) or {"total_steps": int(src.step), "runs": []}
+        except (FileNotFoundError, ValueError):
+            past = {}
+    runs = list(past.get("runs", []))
+    hours = round(cpu_seconds / 3600, 2)
+    runs.append({"steps": steps, "cpu_core_hours": hours, "init_from": str(config.init_from)})
+    out = {
+        "total_steps": int(past.get("total_steps", 0)) + steps,
+        "cpu_core_hours": round(float(past.get("cpu_core_hours", 0.0)) + hours, 2),
+        "runs": runs,
+    }
+    if resumed or past.get("cpu_core_hours_partial"):
+        out["cpu_core_hours_partial"] = True
+    return out
 
 
 def validation_batches(config: Any) -> list[dict[str, np.ndarray]]:

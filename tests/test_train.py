@@ -350,3 +350,30 @@ def test_warm_start_copies_every_old_parameter_and_keeps_the_new_ones(tiny):
     wider.model.g_a.out_channels = 40
     with pytest.raises(ValueError, match="do not fit"):
         warm_start_params(shapes(old, 1.0), shapes(wider, 0.0), "old")
+
+
+def test_an_export_records_the_whole_training_history(tmp_path, tiny):
+    import jax
+
+    from swinjax import export, train_lib
+    from swinjax.evaluation.report import _steps
+    from swinjax.models import build_codec
+
+    config = tiny("swincoder")
+    codec = build_codec(config)
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    params = jax.jit(codec.init)(jax.random.key(0), x, np.ones((1,), np.float32), jax.random.key(1))
+    past = {"total_steps": 100, "cpu_core_hours": 1.0, "runs": [{"steps": 100}]}
+    src = export.export(config, params, tmp_path / "src", 100, history=past)
+    config.init_from = str(src)
+    config.total_steps = 5
+    h = train_lib.run_history(config, 5, 7200.0)
+    assert h["total_steps"] == 105 and h["cpu_core_hours"] == 3.0 and len(h["runs"]) == 2
+    assert "cpu_core_hours_partial" not in h
+    out = export.export(config, params, tmp_path / "out", 5, history=h)
+    assert export.history_of(out) == h
+    assert _steps(export.load_export(out)) == "105 steps in all, 3 CPU-core-h"
+    # Without a recorded history the source's step counts; a resumed run says its hours are partial.
+    config.init_from = str(export.export(config, params, tmp_path / "bare", 40))
+    h = train_lib.run_history(config, 5, 0.0, resumed=True)
+    assert h["total_steps"] == 45 and h["cpu_core_hours_partial"] is True
