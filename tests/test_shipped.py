@@ -126,3 +126,28 @@ def test_a_file_s_model_id_picks_the_shipped_model(ship, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         export.shipped_model_for("m3")
     assert "'m3'" in str(e.value) and "a (model id m1)" in str(e.value)
+
+
+def test_the_shipped_perceptual_decoder_pairs_with_the_shipped_model():
+    from flax import traverse_util
+
+    from swinjax.checkpoint import load_model
+
+    name = f"{export.DEFAULT_MODEL}-perceptual"
+    if name not in export.shipped_models():
+        pytest.skip("no perceptual decoder is shipped")
+    base = load_model()
+    assert export.paired_decoders(base) == {"perceptual": export.shipped_models()[name]}
+    assert export.shipped_model_for(base.model_id, base.config_hash, "perceptual").name == name
+    dec = load_model(name)
+    assert dec.decoder == "perceptual" and dec.tables.keys() == base.tables.keys()
+    a = traverse_util.flatten_dict(base.params, sep="/")
+    b = traverse_util.flatten_dict(dec.params, sep="/")
+    assert a.keys() == b.keys()
+    changed = {k for k in a if not np.array_equal(a[k], b[k])}
+    assert changed and all("/g_s/" in f"/{k}" for k in changed)
+    # Only g_s is stored: a small fraction of the full model.
+    size = (export.shipped_models()[name] / "params.msgpack").stat().st_size
+    assert (
+        size < (export.shipped_models()[export.DEFAULT_MODEL] / "params.msgpack").stat().st_size / 3
+    )
