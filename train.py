@@ -56,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A user's mistake (a config that cannot work, missing data or weights, a diverging run) is one
     line on stderr and status 1 (2 for bad flags); anything else is a bug and keeps its traceback.
+    ``--help`` or ``-h`` prints the usage and the flags and returns 0.
     """
+    argv = sys.argv if argv is None else argv
+    if any(a in ("--help", "-h") for a in argv[1:]):  # absl's --help lives in app.run, unused here
+        flag_help = FLAGS.module_help(sys.modules[__name__]).split(":\n", 1)[-1]
+        print(f"{__doc__.strip()}\n\nFlags:\n{flag_help}")
+        return 0
     from swinjax import compile_cache
     from swinjax.data import DataConfigError
     from swinjax.train_config import ConfigError
@@ -64,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     compile_cache.enable()  # a restart loads the compiled step instead of compiling it again
     try:
-        run(sys.argv if argv is None else argv)
+        run(argv)
     except (ConfigError, DataConfigError, NonFiniteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ interleaved matmuls or of the matmuls timed at start, whichever is higher (on a 
 matmul loses more to contention than the memory-bound transforms, so the higher one is the
 conservative choice). The load average is printed: compare numbers from quiet runs only.
 
-Reference numbers (2-core CPU, jax 0.10.2) are in the README section "Speed".
+The benchmark scripts and the speeds measured with them (2-core CPU) are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ def add_training(c: ml_collections.ConfigDict, *, total_steps: int) -> None:
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
     c.export_on_finish = True
+    # Stop after this many seconds of the training loop (0: run to total_steps): the last step
+    # is then validated, checkpointed and exported as at total_steps. For fixed wall-clock
+    # budgets (scripts/device_train.py); the lr schedule still spans total_steps.
+    c.max_train_seconds = 0.0
     # TensorBoard event files in workdir/tensorboard beside metrics.jsonl, when tensorboardX is
     # installed (pip install 'swinjax[tensorboard]'; no TensorFlow needed). Process 0 only.
     c.tensorboard = True

@@ -51,8 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # The trained lambda range (the paper's [16, 1024]); a fixed-rate variant replaces
             # this by dict(value=L) and sets variable_rate=False (see fixed_rate()). gain: a
             # lambda-dependent quantization step on y (swinjax.layers.adaln.LatentGain, Cui et
-            # al. 2021) beside the paper's AdaLN; the README's reference-model section measures
-            # what it does to the rate range.
+            # al. 2021) beside the paper's AdaLN; docs/training.md's reference-model section
+            # measures what it does to the rate range.
             lmbda=ml_collections.ConfigDict(dict(min=16.0, max=1024.0, embedding=256, gain=True)),
             quantization="mixed",
             g_a=dict(

@@ -7,7 +7,7 @@ convolutions on the 2-D token map (``projection="dw"``), no relative position bi
 kept. ``projection="dw"`` (no pointwise layer after the depthwise convolution) is the form that
 reproduces the published 178 GMACs at 768x512; ``--config.model.g_a.projection=dw_pw`` (and the
 same for g_s / hyper) selects the literal depthwise-separable form. The measured costs of every
-form are in the README.
+form are in docs/papers.md.
 """
 
 import ml_collections

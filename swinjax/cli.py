@@ -1,4 +1,4 @@
-"""Command line: ``python -m swinjax macs|compress|decompress|info ...`` (README: Compress).
+"""Command line: ``python -m swinjax macs|compress|decompress|info ...`` (docs/compress.md).
 
 * ``macs --config FILE[:arg]``: parameters and MACs per part (:mod:`swinjax.costs`).
 * ``compress [--ckpt C] [--lmbda L | --target-bpp B] [--tile N] IN OUT``: an image, or a folder

@@ -44,8 +44,9 @@ measured between ISA levels. Float64 alone would leave a flip with probability ~
 (1e-14 relative at 3e5 scales per image); pinning alone, in float32, would have to pin every
 scale within ~1e-4 of a boundary, ~250 per image. Integer networks (Balle, Johnston & Minnen,
 ICLR 2019) make the decisions exact but need retraining with integer activations. The price
-of float64 is time (see the README's benchmark table). The reconstruction ``g_s`` is float32 and
-may differ by a few 8-bit levels between machines; the symbols, hence the rate, do not.
+of float64 is time (see the benchmark table of docs/benchmarks.md). The reconstruction ``g_s``
+is float32 and may differ by a few 8-bit levels between machines; the symbols, hence the rate,
+do not.
 
 A CRC32 of all quantized symbols, stored in the file and checked after decoding, turns any
 remaining mismatch (other weights under the same model id, an altered file) into a clear error

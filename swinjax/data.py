@@ -27,7 +27,7 @@ nothing is decoded again (benchmarks/data_pipeline.py, 2 CPU cores, batches of 8
 0.003 s per batch at 128 px, 0.054 -> 0.006 s at 256 px). The cache never changes a batch: with
 or without it, and after a resume, the same seed gives the same batches.
 
-Default data (README: Data): training on ``../shared/datasets/{bsds500,sun-hays80,
+Default data (docs/training.md): training on ``../shared/datasets/{bsds500,sun-hays80,
 wikipedia-photos,train-hr}`` (627 files; ``train-hr`` holds its images in two subfolders,
 ``wikipedia-commons/`` and ``div2k-train-diffc/``, found by the recursive search of
 :func:`find_images`) and validation on the 256x256 DIV2K/Urban100 crops; Kodak and McMaster are

@@ -56,6 +56,25 @@ def config_hash(model: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def encoder_digest(params: Any) -> str:
+    """A 16-hex-digit hash of every parameter outside ``g_s``: what fixes a file's bytes.
+
+    Two exports with one model id and config hash but different training (a continued reference
+    model) write different files; a decoder export records its base's digest so that it never
+    decodes the files of another training of the same config.
+    """
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        if "/g_s/" in f"/{k}/":
+            continue
+        v = np.ascontiguousarray(np.asarray(flat[k], np.float32))
+        h.update(k.encode() + str(v.shape).encode() + v.tobytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class ExportedModel:
     """An inference checkpoint: config, parameters and coding tables."""
@@ -246,6 +265,7 @@ def export_decoder(
             "name": base_name or (base.path.name if base.path else base.model_id),
             "model_id": base.model_id,
             "config_hash": base.config_hash,
+            "encoder_digest": encoder_digest(base.params),
             "step": base.step,
         },
         "training": training or {},
@@ -277,6 +297,13 @@ def _load_decoder(p: pathlib.Path, meta: dict[str, Any]) -> ExportedModel:
         raise ValueError(
             f"{p} decodes files of {pair.get('model_id')} (config {pair.get('config_hash')}), "
             f"but {base_dir} is {base.model_id} (config {base.config_hash})"
+        )
+    digest = pair.get("encoder_digest")
+    if digest is not None and digest != encoder_digest(base.params):
+        raise ValueError(
+            f"{p} was trained on another {base.model_id} than {base_dir} (its encoder digest "
+            f"{digest} is not {encoder_digest(base.params)}): the base model was retrained, so "
+            "the decoder must be fine-tuned again (scripts/perceptual_finetune.py)"
         )
     raw = flax.serialization.msgpack_restore((p / "params.msgpack").read_bytes())
     try:
@@ -463,7 +490,8 @@ def shipped_model_for(
     )
     if not found:
         listed = ", ".join(
-            f"{n} (model id {m.get('model_id')}, decoder {m.get('decoder', 'mse')})"
+            f"{n} (model id {m.get('model_id')}"
+            + (f", decoder {m['decoder']})" if m.get("decoder", "mse") != "mse" else ")")
             for n, m in metas.items()
         )
         what = f"model id {model_id!r}" + (f" and decoder {decoder!r}" if decoder != "mse" else "")
@@ -479,10 +507,13 @@ def paired_decoders(exported: ExportedModel) -> dict[str, pathlib.Path]:
         if m.get("kind") != "decoder":
             continue
         pair = m.get("pairs_with") or {}
-        if (pair.get("model_id"), pair.get("config_hash")) == (
+        if (pair.get("model_id"), pair.get("config_hash")) != (
             exported.model_id,
             exported.config_hash,
-        ) and path.resolve() != (exported.path or pathlib.Path()).resolve():
+        ) or path.resolve() == (exported.path or pathlib.Path()).resolve():
+            continue
+        digest = pair.get("encoder_digest")
+        if digest is None or digest == encoder_digest(exported.params):
             out.setdefault(str(m.get("decoder")), path)
     return out
 

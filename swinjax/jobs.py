@@ -1,6 +1,6 @@
 """Input/output pairs of a compress or decompress run: one file, or a folder tree mirrored.
 
-``python -m swinjax compress|decompress`` (README: "Compress and decompress") plans its work
+``python -m swinjax compress|decompress`` (docs/compress.md) plans its work
 here before any model is loaded, so that a folder run never stops half-way over a path
 problem: every output is checked first, an output that is one of the inputs is refused
 whatever the flags, and the folders are made. Errors are :class:`JobError` (a ``ValueError``)

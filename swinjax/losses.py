@@ -1,4 +1,4 @@
-"""Rate and distortion: pure functions (the conventions of README: Evaluation).
+"""Rate and distortion: pure functions (the conventions of docs/evaluation.md).
 
 Rate R is bits per pixel of the original image, estimated as ``-log2`` of the likelihoods of y and
 z; distortion D is MSE on [0, 1]; the loss is ``L = R + lambda * D`` (CompressAI's

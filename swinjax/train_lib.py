@@ -415,12 +415,20 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
     if start >= total:
         log(f"nothing to do: {workdir} is already at step {start} >= total_steps={total}")
     t0, s0 = time.perf_counter(), start
+    budget = float(config.get("max_train_seconds", 0.0) or 0.0)
     metrics: dict[str, float] = {}
     for s in range(start + 1, total + 1):
         batch = next(train_iter)
         x = sharding.global_batch_array(trainer.mesh, batch["x"])
         state, m = trainer.step(state, x, key)
-        if s % int(config.log_every) == 0 or s == total:
+        out_of_time = (
+            budget > 0
+            and s < total
+            and s % int(config.log_every) == 0
+            and _agreed(time.perf_counter() - t0 > budget)
+        )
+        last = s == total or out_of_time
+        if s % int(config.log_every) == 0 or last:
             metrics = {k: float(v) for k, v in jax.device_get(m).items()}
             rate = (s - s0) / max(time.perf_counter() - t0, 1e-9)
             writer.write({"step": s, **metrics, "steps_per_s": rate})
@@ -431,13 +439,16 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
                     f"{int(metrics['nonfinite'])} consecutive steps had a non-finite loss or "
                     f"gradient (at step {s}); stopping. Lower lr or grad_clip, or check the data."
                 )
-        if val is not None and (s % int(config.eval_every) == 0 or s == total):
+        if val is not None and (s % int(config.eval_every) == 0 or last):
             v = validate(trainer, state.params, val)
             writer.write({"step": s, **v})
             summaries.write_validation_images(writer, trainer, state.params, val, s)
             log(validation_line(s, v))
-        if s % int(config.checkpoint_every) == 0 or s == total:
+        if s % int(config.checkpoint_every) == 0 or last:
             checkpoint.save(mgr, s, state, train_iter)
+        if out_of_time:
+            log(f"max_train_seconds={budget:g} spent: stopping at step {s} of {total}")
+            break
     mgr.wait_until_finished()
     mgr.close()
     train_iter.close()
@@ -448,6 +459,15 @@ def train(config: Any, workdir: str | pathlib.Path) -> dict[str, float]:
         out = export(config, state.params, workdir / "export", int(state.step), history=hist)
         log(f"exported the inference model to {out}")
     return metrics
+
+
+def _agreed(flag: bool) -> bool:
+    """``flag`` as process 0 sees it, on every process (so that all stop at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def run_history(

@@ -12,7 +12,7 @@ The same two modules build every Swin transform of the three architectures:
 SwinCoder's hyper transforms are convolutional and follow STF (Zou et al., CVPR 2022), which the
 SwinCoder authors build on: :class:`ConvHyperAnalysis` and :class:`ConvHyperSynthesis`.
 
-Readings of the papers are documented in ``configs/`` and the README ("Architecture readings").
+Readings of the papers are documented in ``configs/`` and docs/papers.md ("Readings of the papers").
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ def test_decode_in_another_process_with_other_xla_threading_is_identical(coder, 
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr  # the symbols' CRC32 passed: the same symbols
     # The float64 means may differ in their last bits with another summation order, and the
-    # float32 synthesis may then round an 8-bit value the other way (README: determinism).
+    # float32 synthesis may then round an 8-bit value the other way (docs/file-format.md:
+    # determinism).
     assert np.abs(load_image(out).astype(int) - expected).max() <= 1
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import shutil
 
 import jax
 import numpy as np
@@ -65,6 +66,26 @@ def test_a_decoder_export_refuses_a_trained_encoder_and_a_wrong_pairing(pair, tm
     lost = export.export_decoder(base, params, tmp_path / "lost", step=1, base_name="nowhere")
     with pytest.raises(FileNotFoundError, match="'nowhere'"):
         load_model(lost)
+
+
+def test_a_decoder_of_an_earlier_training_of_the_same_config_is_refused(
+    pair, ship, tiny_export, tmp_path
+):
+    # The base retrained (same model id and config hash, other encoder weights): the decoder's
+    # g_s was fitted to the old latents, so it must neither load nor be offered as a pairing.
+    base, out = pair
+    retrained = jax.tree.map(lambda a: a * 1.01, base.params)
+    cfg = export.to_config({"model": base.model.to_dict()})
+    again = export.export(cfg, retrained, tmp_path / "base-again", step=99)
+    shutil.copytree(out, tmp_path / "perceptual")
+    meta = (tmp_path / "perceptual" / "model.json").read_text()
+    (tmp_path / "perceptual" / "model.json").write_text(meta.replace(str(tiny_export), str(again)))
+    assert load_model(again).config_hash == base.config_hash
+    with pytest.raises(ValueError, match="retrained"):
+        load_model(tmp_path / "perceptual")
+    ship("base-perceptual", out)
+    assert set(export.paired_decoders(base)) == {"perceptual"}
+    assert export.paired_decoders(load_model(again)) == {}
 
 
 def _run(*argv):
@@ -141,3 +162,12 @@ def test_evaluation_reports_both_decoders_from_the_same_files(
         status = evaluate.main(["--ckpt", "base", "--data", str(tmp_path / "a.png"), "--quiet",
                                 "--decoders", "gan", "--codecs", "none"])  # fmt: skip
     assert status == 2 and "--decoders gan" in e.getvalue()
+
+
+def test_the_plot_legend_keeps_both_decoders_apart():
+    from swinjax.evaluation.plot import _label
+
+    name = "swinjax swincoder-ref (33,000 steps in all, 8.6 CPU-core-h)"
+    a, b = _label(name), _label(name + " + perceptual decoder")
+    assert a != b and len(a) <= 56 and len(b) <= 56 and b.endswith("perceptual decoder")
+    assert _label("webp") == "webp"

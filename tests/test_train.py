@@ -81,6 +81,17 @@ def test_training_writes_metrics_checkpoints_and_an_export(reference_run):
     )
 
 
+def test_a_wall_clock_budget_stops_at_a_logged_step_and_still_exports(tmp_path, images):
+    # A budget already spent at the first log: the run must stop there (not at total_steps),
+    # with that step validated, checkpointed and exported, so nothing trained is lost.
+    workdir = tmp_path / "budget"
+    argv = _argv(workdir, images, max_train_seconds=1e-9, log_every=3, checkpoint_every=100)
+    assert train_entry.main(argv) == 0
+    assert [r["step"] for r in _records(workdir) if "loss" in r] == [3]
+    assert checkpoint.latest_step(workdir) == 3
+    assert json.loads((workdir / "export" / "model.json").read_text())["step"] == 3
+
+
 def _scalars(events):
     """``{tag: [(step, value)]}`` from :func:`read_tensorboard`'s output."""
     return {tag: [(step, v.simple_value) for step, v in vs] for tag, vs in events.items()}
@@ -172,6 +183,13 @@ def test_bad_config_key_is_an_error(tmp_path, images, capsys):
     argv = _argv(tmp_path / "w", images) + ["--config.total_stpes=3"]
     assert train_entry.main(argv) == 2
     assert "total_stpes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_the_flags(capsys, flag):
+    assert train_entry.main(["train.py", flag]) == 0
+    out = capsys.readouterr().out
+    assert "python train.py --config" in out and "--workdir" in out
 
 
 def test_missing_data_folder_names_the_flag(tmp_path, images, capsys):

@@ -1,7 +1,7 @@
 """Tiled swinjax files: very large images coded as independent tiles, with bounded memory.
 
 A tiled file is a thin wrapper around complete, independently validated swinjax files, one per
-tile (row-major), so every rule of the single-image format (README: file format) holds for each
+tile (row-major), so every rule of the single-image format (docs/file-format.md) holds for each
 tile::
 
     b"SWJT" | version u8 | height u32 | width u32 | tile u32 | count u32 |

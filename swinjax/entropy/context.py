@@ -2,7 +2,7 @@
 
 Both models code y in ``num_groups`` groups, in order. A group is a static boolean mask over one
 latent ``[h, w, C]``. Everything that decides entropy parameters goes through two functions, shared
-by training, the evaluation forward pass, compress and decompress (README: file format):
+by training, the evaluation forward pass, compress and decompress (docs/file-format.md):
 
 * ``group_params(hyper, y_hat, k) -> (mu, scale)``: full-size ``[B, h, w, C]`` arrays whose entries
   in group k are the Gaussian parameters of group k, computed from the hyperprior features and

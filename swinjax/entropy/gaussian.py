@@ -88,7 +88,7 @@ def scale_index(scale: jax.Array, table: np.ndarray) -> jax.Array:
     """Index of the smallest table scale ``>= scale`` (clipped to the table), as int32.
 
     Computed in float32 against the float32 table by the same jitted code on the encoder and the
-    decoder: both sides see the same scales and therefore the same indexes (README: file format).
+    decoder: both sides see the same scales and therefore the same indexes (docs/file-format.md).
     """
     t = jnp.asarray(table, jnp.float32)
     idx = jnp.searchsorted(t, scale.astype(jnp.float32), side="left")

@@ -1,4 +1,4 @@
-"""One quantization function for every path (README: file format).
+"""One quantization function for every path (docs/file-format.md).
 
 Training, the evaluation forward pass, compress and decompress all call :func:`quantize`, so the
 rate the model estimates and the rate the file pays are computed on the same values.

@@ -7,7 +7,7 @@ bit. Float CDFs recomputed on each side (a different BLAS, XLA fusion, GPU vs CP
 the last ulp, which shifts a frequency by one and silently corrupts everything decoded after it.
 So, as in tensorflow-compression (``_build_tables``) and CompressAI (``update()``), the trained
 distributions are turned into integer tables by one explicit step, stored with the exported
-model, and never rebuilt when decoding (README: file format). This module is numpy-only
+model, and never rebuilt when decoding (docs/file-format.md). This module is numpy-only
 (no JAX) so the step is plain, deterministic arithmetic: float64 probabilities, then integer
 rounding with explicit tie-breaking, so the same inputs give byte-identical tables. (A rebuild
 on another platform could differ in the last ulp of ``math.erfc`` and so, rarely, by one unit

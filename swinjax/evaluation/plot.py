@@ -24,6 +24,18 @@ PERCEPTUAL_PANELS = (("LPIPS-Alex", "lpips-alex"), ("LPIPS-VGG", "lpips-vgg"), (
 DPI = 100
 
 
+def _label(name: str, width: int = 56) -> str:
+    """A legend label of at most ``width`` characters that keeps the name's start and end.
+
+    Curves of one model differ at the end of their names (``... + perceptual decoder``); cutting
+    only the end would give them one label and drop a curve from the legend.
+    """
+    if len(name) <= width:
+        return name
+    half = (width - 3) // 2
+    return f"{name[:half]}...{name[-half:]}"
+
+
 def plot_rd(
     curves: Sequence[metrics.RDCurve],
     path: str | os.PathLike,
@@ -93,7 +105,7 @@ def plot_rd(
             if i:
                 style = {"color": _OTHER_COLOURS[(i - 1) % len(_OTHER_COLOURS)], "linewidth": 1.5}
             (line,) = ax.plot(xs, ys, marker="o", markersize=4, **style)
-            handles.setdefault(c.name[:48], line)
+            handles.setdefault(_label(c.name), line)
         ax.set_xlim(0.0, x_hi)
         ax.set_xlabel("bpp")
         ax.set_ylabel(label)

@@ -14,7 +14,7 @@ included), the file is read back from disk and decoded, and the numbers reported
   encoder and decoder use for that padded size.
 
 The decoded image is also compared with the forward pass's reconstruction; they must be equal
-(README: file format), and a mismatch is reported as a note and a warning rather than hidden.
+(docs/file-format.md), and a mismatch is reported as a note and a warning rather than hidden.
 
 Classical codecs are measured in the same run on the same images, each swept over its quality
 setting, with the same metric code, and BD-rates (PSNR and MS-SSIM in dB,

@@ -138,7 +138,7 @@ class LatentGain(nn.Module):
     ``log gain_c = offset_c + slope_c * log(lambda / lambda_mid)``.
 
     Why: AdaLN alone (SwinCoder, §II-A) must learn to rescale the latent before lambda can move
-    the rate, and on a short training budget it does not (the README's reference-model notes
+    the rate, and on a short training budget it does not (docs/training.md's reference-model notes
     give the measured spread). A Gaussian source at high rate wants a step proportional to
     ``lambda ** -0.5`` (D ~ step^2 / 12, R ~ -log2 step, minimise R + lambda D), so the slope
     starts at 0.5 and the model starts with an 8x range of steps over [16, 1024]; both per-channel

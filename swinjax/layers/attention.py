@@ -13,7 +13,7 @@ Projection forms (``projection=``):
 
 * ``"linear"``: one ``Dense(3C)`` (Swin, SwinT-ChARM).
 * ``"dw"``: a depthwise 3x3 convolution per Q, K and V and no pointwise layer. This is the form that
-  reproduces SwinNPE's published cost (178 vs 223 GMACs at 768x512, README: costs).
+  reproduces SwinNPE's published cost (178 vs 223 GMACs at 768x512, docs/papers.md: costs).
 * ``"dw_pw"``: depthwise 3x3 followed by a full ``C x C`` pointwise layer per Q, K and V (the
   literal depthwise-separable convolution of CvT; its cost is that of SwinT-ChARM or more).
 

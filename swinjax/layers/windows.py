@@ -2,7 +2,7 @@
 
 Everything that depends only on shapes is computed in numpy at trace time: masks and indexes are
 static constants of the compiled program, so they cost nothing per step and are identical on every
-platform (the entropy model relies on the latter, see README: file format).
+platform (the entropy model relies on the latter, see docs/file-format.md).
 """
 
 from __future__ import annotations
