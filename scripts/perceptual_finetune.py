@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     out = (ROOT / "swinjax" / "weights" if args.ship else root) / f"{name}-perceptual"
     training = {
         "base": name,
-        "base_step": base.step,
+        "base_step": int(export.history_of(base.path).get("total_steps", base.step)),
         "stage2_steps": s2,
         "stage3_steps": step if label == "stage 3" else 0,
         "chosen": f"{label} step {step}",

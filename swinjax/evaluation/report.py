@@ -87,7 +87,15 @@ def _bd_keys() -> list[tuple[str, str]]:
     ]
 
 
-def _bd(anchor: metrics.RDCurve, test: metrics.RDCurve, method: str) -> dict[str, Any]:
+def bd_rates(anchor: metrics.RDCurve, test: metrics.RDCurve, method: str) -> dict[str, Any]:
+    """BD-rates (%) of ``test`` against ``anchor`` on every metric the curves hold.
+
+    Keys ``psnr``, ``ms-ssim-db`` and the perceptual result keys (``lpips-alex``, ...), each with
+    ``<key>_overlap`` (the share of the test curve's quality range the anchor covers) or
+    ``<key>_note`` (why it is None). The perceptual metrics are lower-is-better, so their BD-rate
+    is taken on the negated metric: negative means fewer bits at equal quality for every key.
+    ``method``: ``"pchip"`` or ``"cubic"`` (:func:`swinjax.metrics.bd_rate`).
+    """
     out: dict[str, Any] = {}
     pairs = [("psnr", anchor.psnr, test.psnr), ("ms-ssim-db", anchor.ms_ssim_db, test.ms_ssim_db)]
     for key in metrics.PERCEPTUAL_RESULT_KEYS:
@@ -186,7 +194,7 @@ def assemble(
                 "at equal quality); *_overlap = fraction of the model's quality range covered by "
                 "the anchor."
             ),
-            **{c.name: _bd(c, test, opts.bd_method) for c in curves},
+            **{c.name: bd_rates(c, test, opts.bd_method) for c in curves},
         }
         return obj
 
