@@ -73,7 +73,8 @@ def plot_rd(
     panels += [
         (f"{label} (lower is better)", key)
         for label, key in PERCEPTUAL_PANELS
-        if any(key in c.perceptual for c in curves)
+        # a metric that was not computed comes as nulls (NaN): no empty panel for it
+        if any(math.isfinite(v) for c in curves for v in c.perceptual.get(key, []))
     ]
     size = FIGURE_SIZE if len(panels) == 2 else FIGURE_SIZE_PERCEPTUAL
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
@@ -82,8 +83,10 @@ def plot_rd(
         axes = list(fig.subplots(1, 2))
     else:
         grid = fig.subplots(2, 3)
-        axes = [grid[0][0], grid[0][1], *grid[1]][: len(panels)]
-        grid[0][2].set_axis_off()
+        cells = [grid[0][0], grid[0][1], *grid[1]]
+        axes = cells[: len(panels)]
+        for ax in [grid[0][2], *cells[len(panels) :]]:
+            ax.set_axis_off()
     handles = {}
 
     def values(c: metrics.RDCurve, attr: str) -> list[float]:
