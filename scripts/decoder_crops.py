@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     y0, x0, s = (int(v) for v in args.crop.split(",")) if args.crop else (h // 3, w // 3, 192)
     if not (0 <= y0 and 0 <= x0 and y0 + s <= h and x0 + s <= w):
         raise SystemExit(f"--crop {y0},{x0},{s} is outside the {w}x{h} image")
-    fig, axes = plt.subplots(2, 3, figsize=(10.5, 7.6))
+    fig, axes = plt.subplots(2, 3, figsize=(10.5, 8.6), gridspec_kw={"hspace": 0.32})
     for ax, (title, img, _), r in zip(axes.flat, panels, [None, *rows], strict=True):
         ax.imshow(img[y0 : y0 + s, x0 : x0 + s], interpolation="nearest")
         ax.set_title(title, fontsize=9)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.96, bottom=0.07, wspace=0.06)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
