@@ -196,25 +196,29 @@ def compare_style(args: argparse.Namespace, root: pathlib.Path, base: dict[str, 
     The arms differ only in ``perceptual.style_weight`` (same base, data order, schedule and
     steps), so their validation rows at the last step compare the weights at equal CPU time.
     """
-    rows = [format_table({"base": base}).splitlines()[0].replace("| stage |", "| arm |")]
-    rows += ["|---|---|" + "---|" * len(LAMBDAS), _row("base (MSE decoder)", "-", base)]
+    rows = [*_header("arm"), _row("base (MSE decoder)", "-", base)]
     hours = {}
     per = args.perceptual_weight
     for w in (float(v) for v in args.compare_style.split(",")):
         workdir = root / (f"style-{w:g}" + ("" if per is None else f"-per-{per:g}"))
+        arm = f"style weight {w:g}" + ("" if per is None else f", L_per weight {per:g}")
         h0 = cpu_hours()
         train_lib.train(stage_config(2, args.base, args.stage2_steps, w, per), workdir)
         hours[w] = cpu_hours() - h0
         vals = validations(workdir)
-        for step in sorted(vals):
-            arm = f"style weight {w:g}" + ("" if per is None else f", L_per weight {per:g}")
-            rows.append(_row(arm, str(step), vals[step]))
+        rows += [_row(arm, str(step), vals[step]) for step in sorted(vals)]
     print("\n".join(rows))
     print(
         "CPU-core-hours per arm (this run): "
         + ", ".join(f"{w:g}: {h:.2f}" for w, h in hours.items())
     )
     return 0
+
+
+def _header(first: str) -> list[str]:
+    """The table's head and separator lines, the first column named ``first``."""
+    cols = " | ".join(f"lambda {lm}: PSNR / LPIPS-Alex / DISTS" for lm in LAMBDAS)
+    return [f"| {first} | step | {cols} |", "|---|---|" + "---|" * len(LAMBDAS)]
 
 
 def _row(stage: str, step: str, v: dict[str, float]) -> str:
@@ -229,11 +233,7 @@ def _row(stage: str, step: str, v: dict[str, float]) -> str:
 
 def format_table(record: dict[str, Any]) -> str:
     """The validation curves: PSNR / LPIPS-Alex / DISTS at each lambda, per stage and step."""
-    head = "| stage | step | " + " | ".join(
-        f"lambda {lm}: PSNR / LPIPS-Alex / DISTS" for lm in LAMBDAS
-    )
-    rows = [head + " |", "|---|---|" + "---|" * len(LAMBDAS)]
-    rows.append(_row("base (MSE decoder)", "-", record["base"]))
+    rows = [*_header("stage"), _row("base (MSE decoder)", "-", record["base"])]
     for stage in ("stage2", "stage3"):
         for step, v in sorted(record.get(stage, {}).items(), key=lambda kv: int(kv[0])):
             rows.append(_row(stage.replace("stage", "stage "), step, v))

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from swinjax import checkpoint, losses, train_lib  # noqa: E402
 from swinjax.config_utils import load_config  # noqa: E402
 from swinjax.lmbda import lmbda_range  # noqa: E402
-from swinjax.perceptual_losses import perceptual_loss, style_loss  # noqa: E402
+from swinjax.perceptual_losses import vgg_feature_losses  # noqa: E402
 
 
 def global_norm(tree: object) -> float:
@@ -57,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     def terms(gs: object, y_hat: jax.Array, x: jax.Array, lm: jax.Array) -> dict[str, jax.Array]:
         full = {**params, "params": {**params["params"], "g_s": gs}}
         x_hat = codec.apply(full, y_hat, lm, method=codec.synthesis)
-        fx = jax.lax.stop_gradient(vgg.apply({"params": vgg_params}, x))
-        fh = vgg.apply({"params": vgg_params}, x_hat)
+        per, style = vgg_feature_losses(vgg, vgg_params, x, x_hat, w, w, pc.criterion)
         return {
             "mse": jnp.mean(losses.mse(x, x_hat)),
-            "per": jnp.mean(perceptual_loss(fx, fh, w, pc.criterion)),
-            "style": jnp.mean(style_loss(fx, fh, w, pc.criterion)),
+            "per": jnp.mean(per),
+            "style": jnp.mean(style),
         }
 
     grads = {
