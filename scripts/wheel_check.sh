@@ -52,7 +52,7 @@ VPY="$TMP/venv/bin/python"
 "$VPY" -m pip install -q --upgrade pip
 
 step "installing the wheel with the [codecs] extra (dependencies from PyPI)"
-"$VPY" -m pip install -q "${WHEEL}[codecs]"
+"$VPY" -m pip install -q --no-compile "${WHEEL}[codecs]"
 
 mkdir "$TMP/run"
 cd "$TMP/run"  # outside the checkout: only the installed package can be imported
