@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import math
 import pathlib
 
 import numpy as np
@@ -287,3 +288,31 @@ def test_without_flags_the_shipped_model_meets_jpeg_webp_avif_and_a_plot(
     )  # fmt: skip
     assert status == 0, err
     assert not (tmp_path / "rd.png").exists()
+
+
+def test_plot_leaves_out_the_panel_of_a_metric_that_was_not_computed(tmp_path):
+    """Only LPIPS-Alex measured (LPIPS-VGG and DISTS all null): one perceptual panel, not three."""
+    from swinjax.evaluation import plot
+
+    nan = math.nan
+    bpp = [0.1, 0.2, 0.4]
+    model = metrics.RDCurve(
+        "model",
+        bpp,
+        psnr=[25.0, 27.0, 29.0],
+        ms_ssim_db=[10.0, 12.0, 14.0],
+        perceptual={"lpips-alex": [0.5, 0.4, 0.3], "lpips-vgg": [nan] * 3, "dists": [nan] * 3},
+    )
+    path = plot.plot_rd([model], tmp_path / "rd.png")
+    with Image.open(path) as im:
+        px = np.asarray(im.convert("RGB")).astype(int)
+    assert px.shape[:2] == tuple(int(v * plot.DPI) for v in plot.FIGURE_SIZE_PERCEPTUAL[::-1])
+    red = np.array([int(plot.MODEL_COLOUR[i : i + 2], 16) for i in (1, 3, 5)])
+    h, w = px.shape[:2]
+    bottom = px[h // 2 :]
+    is_red = np.all(bottom == red, axis=-1)
+    dark = np.all(bottom < 128, axis=-1)  # axis spines, ticks and labels
+    left, rest = slice(0, w // 3), slice(w // 3 + 20, 2 * w // 3)
+    assert is_red[:, left].any()  # the LPIPS-Alex panel, with the model's curve
+    # Where LPIPS-VGG's panel would be: no axes at all (a drawn empty panel has dark spines).
+    assert dark[:, rest].mean() < 1e-3, dark[:, rest].mean()

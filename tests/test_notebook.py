@@ -1,6 +1,7 @@
 """notebooks/quickstart.ipynb: stored without outputs, and runs top to bottom in a real kernel.
 
-Running it takes a few minutes on two CPU cores (it compiles the shipped model, evaluates one
+Running it takes a few minutes on two CPU cores (it compiles the shipped model, decodes two
+files with the perceptual decoder too, evaluates one
 Kodak image against JPEG, WebP and AVIF and trains five steps of the tiny model); it runs with
 the rest of the suite, as the notebook would on Colab. Both tests carry the ``notebook`` marker
 (``-m "not notebook"`` deselects them).
@@ -53,6 +54,9 @@ def test_the_notebook_runs_and_shows_images():
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "nothing to install" in text  # ran from the checkout, installed nothing
     assert text.count(" bpp, PSNR ") >= 3  # three lambdas, each a real file decoded
+    # One file, two decoders: lambda 16 and 128, each decoded by the MSE and perceptual decoder.
+    assert text.count("perceptual decoder: PSNR") == 2 and text.count("MSE decoder") >= 2
+    assert len(images) >= 3, f"expected the two decoders' figure too, got {len(images)}"
     assert "jpeg420" in text and "webp" in text  # the RD comparison's table
     assert "trained 5 steps" in text and "the 5-step tiny model codes" in text
     print(f"notebook ran in {seconds:.0f} s")
