@@ -4,6 +4,7 @@
         [--per-image] [--plot rd.png | none] [--codecs jpeg,webp,avif,jxl,jpeg2000 | none]
         [--anchors DIR_OR_FILE[,...]] [--keep-files DIR] [--max-images N]
         [--perceptual lpips_alex,lpips_vgg,dists | none] [--decoders perceptual | none]
+        [--no-resume]
 
 Without flags it evaluates the model shipped with swinjax (``swincoder-ref``) on Kodak
 (``../shared/datasets/kodak``) against JPEG, WebP and AVIF and writes the RD plot to ``rd.png``.
@@ -16,8 +17,10 @@ downloaded) and encode/decode seconds; BD-rates are given on every metric. Every
 that pairs with the model (``--decoders``, default: all of them; e.g. the perceptual decoder of
 SwinCoder's stages 2-3) decodes the same files too and gets its own rows, curve and BD-rates.
 ``--out`` writes CompressAI-format JSON (one file per curve: ``results.json``,
-``results_<codec>.json``; with ``--per-image`` also ``results_per_image.json``). The work is done
-by :func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
+``results_<codec>.json``; with ``--per-image`` also ``results_per_image.json``). Each finished
+image's rows are saved as the run goes, so an interrupted run started again with the same model
+and options evaluates only the images it had not finished (``--no-resume`` starts over). The
+work is done by :func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
 """
 
 from __future__ import annotations
@@ -113,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over instead of taking the images an interrupted run with the same model and "
+        "options finished (saved in $SWINJAX_EVAL_CACHE or ~/.cache/swinjax/evaluations; "
+        "SWINJAX_EVAL_CACHE=off: nothing saved)",
+    )
     return p
 
 
@@ -145,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         progress=not args.quiet,
         bd_method=args.bd_method,
+        resume=not args.no_resume,
     )
     try:
         report = evaluation.evaluate(opts)

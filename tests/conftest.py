@@ -57,6 +57,11 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 
+# Evaluations save each finished image's rows to resume an interrupted run (keyed by the model,
+# options and image contents); tests that evaluate alike must not take each other's rows. The
+# test of resuming points it at a folder of its own.
+os.environ.setdefault("SWINJAX_EVAL_CACHE", "off")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

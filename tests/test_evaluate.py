@@ -316,3 +316,75 @@ def test_plot_leaves_out_the_panel_of_a_metric_that_was_not_computed(tmp_path):
     assert is_red[:, left].any()  # the LPIPS-Alex panel, with the model's curve
     # Where LPIPS-VGG's panel would be: no axes at all (a drawn empty panel has dark spines).
     assert dark[:, rest].mean() < 1e-3, dark[:, rest].mean()
+
+
+def test_an_interrupted_evaluation_resumes_with_the_images_it_had_finished(
+    export, data, tmp_path, monkeypatch
+):
+    """Each finished image's rows are saved: a rerun codes only the others and reports the same."""
+    from swinjax.evaluation import runner
+
+    saved = tmp_path / "saved"
+    monkeypatch.setenv("SWINJAX_EVAL_CACHE", str(saved))
+    coded = []  # the images the model coded, in order
+    real_eval_model = runner._eval_model
+
+    def eval_model(codec, image, rel, *args, **kwargs):
+        coded.append(rel)
+        return real_eval_model(codec, image, rel, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_eval_model", eval_model)
+
+    def argv(name, *more):
+        return ["--ckpt", export, "--data", data, "--lmbda", "32,512", "--codecs", "jpeg",
+                "--perceptual", "lpips_alex", "--plot", "none", "--quiet",
+                "--out", tmp_path / f"{name}.json", *more]  # fmt: skip
+
+    status, _, err = run(argv("whole"))
+    assert status == 0, err
+    assert coded == ["a.png", "sub/b.png"]
+    assert list(saved.iterdir()) == []  # a run that wrote its results leaves nothing saved
+
+    real_load = runner._load
+
+    def dies_at_the_second_image(path, max_pixels):
+        if path.name == "b.png":
+            raise RuntimeError("killed")
+        return real_load(path, max_pixels)
+
+    monkeypatch.setattr(runner, "_load", dies_at_the_second_image)
+    coded.clear()
+    with pytest.raises(RuntimeError, match="killed"):
+        run(argv("broken"))
+    (file,) = saved.iterdir()
+    assert len(file.read_text().splitlines()) == 2  # the fingerprint and a.png's rows
+
+    monkeypatch.setattr(runner, "_load", real_load)
+    coded.clear()
+    status, _, err = run(argv("resumed"))
+    assert status == 0, err
+    assert coded == ["sub/b.png"]  # a.png's rows came from the interrupted run
+    assert not file.exists()
+    whole, resumed = _json(tmp_path / "whole.json"), _json(tmp_path / "resumed.json")
+    assert any(n.startswith("resumed: 1 of 2 image(s)") for n in resumed["notes"])
+    for curve in ("", "_jpeg420"):
+        a = _json(tmp_path / f"whole{curve}.json")["results"]
+        b = _json(tmp_path / f"resumed{curve}.json")["results"]
+        for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "lpips-alex"):
+            assert a[key] == b[key], (curve, key)
+    assert whole["results"]["bpp"] == resumed["results"]["bpp"]
+
+    # Another model or other options: nothing is taken; --no-resume: nothing is taken either.
+    monkeypatch.setattr(runner, "_load", dies_at_the_second_image)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(argv("broken"))
+    monkeypatch.setattr(runner, "_load", real_load)
+    coded.clear()
+    status, _, err = run([*argv("other")[:5], "32,128", *argv("other")[6:]])
+    assert status == 0, err
+    assert coded == ["a.png", "sub/b.png"]  # other lambdas: another fingerprint
+    coded.clear()
+    status, _, err = run(argv("fresh", "--no-resume"))
+    assert status == 0, err
+    assert coded == ["a.png", "sub/b.png"]
+    assert list(saved.iterdir()) == []

@@ -50,3 +50,6 @@ class EvalOptions:
     decoders: list[str] | None = None
     progress: bool = True
     bd_method: str = "pchip"
+    # Take the rows an interrupted run with the same fingerprint saved (swinjax.evaluation.resume);
+    # False: start over.
+    resume: bool = True

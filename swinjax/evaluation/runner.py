@@ -52,6 +52,7 @@ from swinjax.evaluation.common import (
     PerceptualMetric,
 )
 from swinjax.evaluation.report import Report, assemble, write_outputs
+from swinjax.evaluation.resume import SavedRows, file_digest
 from swinjax.lmbda import LmbdaError, lmbda_range
 
 if TYPE_CHECKING:
@@ -250,11 +251,24 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
     stream = log if opts.progress else None
     n_steps = len(files) * (len(lmbdas) + sum(len(c.settings) for c in chosen))
     bar = tqdm(total=n_steps, desc="evaluate", file=stream, disable=stream is None)
+    saved = SavedRows(_fingerprint(opts, codec, decoders, lmbdas, chosen), resume=opts.resume)
     records: list[dict[str, Any]] = []
     small = []
+    resumed = 0
     with tempfile.TemporaryDirectory(prefix="swinjax-eval-") as tmp:
         workdir = keep or pathlib.Path(tmp)
         for path in files:
+            rel = _relative(path, opts.data)
+            digest = file_digest(path)
+            entry = saved.get(rel, digest)
+            if entry is not None:  # evaluated by an interrupted run with the same fingerprint
+                records += entry["records"]
+                notes += entry["notes"]
+                if not entry["ms_ssim_defined"]:
+                    small.append(path.name)
+                resumed += 1
+                bar.update(len(lmbdas) + sum(len(c.settings) for c in chosen))
+                continue
             image = _load(path, opts.max_pixels)
             h, w = image.shape[:2]
             try:
@@ -262,17 +276,28 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
             except ValueError:
                 ref_ms = None
                 small.append(path.name)
-            rel = _relative(path, opts.data)
             refs = _references(perceptual, image)
-            records += _eval_model(
+            n_notes = len(notes)
+            rows = _eval_model(
                 codec, image, rel, lmbdas, ref_ms, refs, workdir, bar, notes, log, decoders
             )
             for cc in chosen:
                 for s in cc.settings:
-                    records.append(_eval_classical(cc, s, image, rel, ref_ms, refs, workdir, h * w))
+                    rows.append(_eval_classical(cc, s, image, rel, ref_ms, refs, workdir, h * w))
                     bar.set_postfix_str(f"{rel} {cc.name} {s:g}", refresh=False)
                     bar.update()
+            records += rows
+            saved.add(
+                rel,
+                digest,
+                {"records": rows, "notes": notes[n_notes:], "ms_ssim_defined": ref_ms is not None},
+            )
     bar.close()
+    if resumed:
+        notes.append(
+            f"resumed: {resumed} of {len(files)} image(s) taken from an interrupted run with the "
+            f"same model, options and images ({saved.path}; --no-resume starts over)"
+        )
     if small:
         more = "..." if len(small) > 3 else ""
         notes.append(
@@ -283,7 +308,51 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
         opts, codec, lmbdas, chosen, records, anchors, notes, files, perceptual, list(decoders)
     )
     write_outputs(opts, report, out_path)
+    saved.finish()
     return report
+
+
+def _fingerprint(
+    opts: EvalOptions,
+    codec: ImageCodec,
+    decoders: Mapping[str, ImageCodec],
+    lmbdas: Sequence[float | None],
+    chosen: Sequence[ClassicalCodec],
+) -> dict[str, Any]:
+    """Everything but the images that decides an evaluation's rows (:mod:`.resume`)."""
+    import swinjax
+
+    weights = {}
+    for name in opts.perceptual:
+        path = opts.weights.get(name)
+        weights[name] = file_digest(path) if path else "packaged"
+    return {
+        "swinjax": swinjax.__version__,
+        "model": _export_digest(codec),
+        "decoders": {name: _export_digest(c) for name, c in decoders.items()},
+        "lmbdas": list(lmbdas),
+        "codecs": [[c.name, c.setting, list(c.settings), c.description] for c in chosen],
+        "perceptual": weights,
+        "max_pixels": opts.max_pixels,
+    }
+
+
+def _export_digest(codec: ImageCodec) -> str:
+    """A digest of the files of the export a codec was loaded from (or of its parameters)."""
+    import hashlib
+
+    import jax
+
+    exported = codec.exported
+    h = hashlib.sha256(f"{exported.model_id}/{exported.decoder}".encode())
+    if exported.path is not None:
+        for f in sorted(pathlib.Path(exported.path).iterdir()):
+            if f.is_file():
+                h.update(f"{f.name}:{file_digest(f)}".encode())
+    else:
+        for leaf in jax.tree.leaves(exported.params):
+            h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _decoders(codec: ImageCodec, opts: EvalOptions) -> dict[str, ImageCodec]:

@@ -1,0 +1,145 @@
+"""Resuming an interrupted evaluation: each finished image's rows are saved as they are made.
+
+``python evaluate.py`` on Kodak with the perceptual metrics takes about 2.5 hours on 2 CPU cores;
+an interruption (Ctrl-C, a closed Colab session, a bad image found late) should not cost the
+images already done. After each image, its rows (every λ, decoder and codec setting), its notes
+and whether MS-SSIM was defined for it are appended as one JSON line to a file named after a
+fingerprint of everything that decides those rows except the image list: the model's and the
+decoders' parameter files, the λ values, the codecs and their settings and library versions, the
+perceptual metrics and their weights, ``--max-pixels`` and the swinjax version. A rerun with the
+same fingerprint takes the saved rows of every image whose relative name and content digest
+match, and evaluates the rest; the file is removed once the run has written its results.
+
+Where: ``$SWINJAX_EVAL_CACHE`` if set (``off``: nothing is saved or resumed), else
+``$XDG_CACHE_HOME/swinjax/evaluations`` (``~/.cache/swinjax/evaluations``). A folder that
+cannot be created is simply not used. ``evaluate.py --no-resume`` ignores saved rows and starts
+over (and saves its own, so that it can be resumed in turn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+ENV = "SWINJAX_EVAL_CACHE"
+
+
+def default_dir() -> pathlib.Path | None:
+    """The folder of saved rows, or None when ``$SWINJAX_EVAL_CACHE`` is ``off``."""
+    env = os.environ.get(ENV, "").strip()
+    if env.lower() == "off":
+        return None
+    if env:
+        return pathlib.Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "swinjax" / "evaluations"
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 (16 hex digits) of a file's bytes: an image, or an export's parameters."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """Converts numpy scalars to Python numbers, for ``json.dumps``."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class SavedRows:
+    """The saved rows of one evaluation fingerprint: read them back, append an image's rows.
+
+    Args:
+        fingerprint: what decides the rows (a JSON-serializable dict, see the module docstring).
+        resume: take rows saved by an earlier run of this fingerprint (False: start over).
+        folder: where the file lives (default :func:`default_dir`; None there: do nothing).
+    """
+
+    def __init__(
+        self,
+        fingerprint: dict[str, Any],
+        resume: bool = True,
+        folder: pathlib.Path | None = None,
+    ) -> None:
+        blob = json.dumps(fingerprint, sort_keys=True, default=_plain)
+        self.key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        folder = default_dir() if folder is None else folder
+        self.path: pathlib.Path | None = None
+        self.saved: dict[tuple[str, str], dict[str, Any]] = {}
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return  # a read-only home or a full disk: evaluate without saving
+        self.path = folder / f"{self.key}.jsonl"
+        if resume and self.path.is_file():
+            self.saved = self._read(blob)
+        else:
+            self._start(blob)
+
+    def _start(self, blob: str) -> None:
+        assert self.path is not None
+        try:
+            self.path.write_text(json.dumps({"fingerprint": json.loads(blob)}) + "\n")
+        except OSError:
+            self.path = None
+
+    def _read(self, blob: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """The saved images; a torn last line (the run died while writing it) is skipped."""
+        assert self.path is not None
+        lines = self.path.read_text().splitlines()
+        try:
+            head = json.loads(lines[0])["fingerprint"] if lines else None
+        except (ValueError, KeyError, TypeError):
+            head = None
+        if head != json.loads(blob):  # another run's file under this name: start afresh
+            self._start(blob)
+            return {}
+        out = {}
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+                out[(entry["image"], entry["digest"])] = entry
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def get(self, image: str, digest: str) -> dict[str, Any] | None:
+        """The saved entry of ``image`` with content ``digest``, or None.
+
+        An entry holds ``records`` (the image's rows), ``notes`` and ``ms_ssim_defined``.
+        """
+        return self.saved.get((image, digest))
+
+    def add(self, image: str, digest: str, entry: dict[str, Any]) -> None:
+        """Appends one finished image's entry (flushed, so a kill loses at most this image)."""
+        if self.path is None:
+            return
+        line = json.dumps({"image": image, "digest": digest, **entry}, default=_plain)
+        try:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            self.path = None
+
+    def finish(self) -> None:
+        """The run wrote its results: its saved rows are no longer needed."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
