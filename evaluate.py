@@ -4,7 +4,7 @@
         [--per-image] [--plot rd.png | none] [--codecs jpeg,webp,avif,jxl,jpeg2000 | none]
         [--anchors DIR_OR_FILE[,...]] [--keep-files DIR] [--max-images N]
         [--perceptual lpips_alex,lpips_vgg,dists | none] [--decoders perceptual | none]
-        [--no-resume]
+        [--recompute]
 
 Without flags it evaluates the model shipped with swinjax (``swincoder-ref``) on Kodak
 (``../shared/datasets/kodak``) against JPEG, WebP and AVIF and writes the RD plot to ``rd.png``.
@@ -19,8 +19,10 @@ SwinCoder's stages 2-3) decodes the same files too and gets its own rows, curve 
 ``--out`` writes CompressAI-format JSON (one file per curve: ``results.json``,
 ``results_<codec>.json``; with ``--per-image`` also ``results_per_image.json``). Each finished
 image's rows are saved as the run goes, so an interrupted run started again with the same model
-and options evaluates only the images it had not finished (``--no-resume`` starts over). The
-work is done by :func:`swinjax.evaluation.evaluate`; see that module for the exact definitions.
+and options evaluates only the images it had not finished, and the classical codecs' rows are
+kept, so the next evaluation on the same images measures only the model (``--recompute``
+measures everything again). The work is done by :func:`swinjax.evaluation.evaluate`; see that
+module for the exact definitions.
 """
 
 from __future__ import annotations
@@ -117,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
-        "--no-resume",
+        "--recompute",
         action="store_true",
-        help="start over instead of taking the images an interrupted run with the same model and "
-        "options finished (saved in $SWINJAX_EVAL_CACHE or ~/.cache/swinjax/evaluations; "
+        help="measure every row, taking none of the saved ones: the images an interrupted run "
+        "with the same model and options finished, the classical codecs' rows of earlier runs on "
+        "the same images (saved in $SWINJAX_EVAL_CACHE or ~/.cache/swinjax/evaluations; "
         "SWINJAX_EVAL_CACHE=off: nothing saved)",
     )
     return p
@@ -155,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         progress=not args.quiet,
         bd_method=args.bd_method,
-        resume=not args.no_resume,
+        resume=not args.recompute,
     )
     try:
         report = evaluation.evaluate(opts)

@@ -318,32 +318,42 @@ def test_plot_leaves_out_the_panel_of_a_metric_that_was_not_computed(tmp_path):
     assert dark[:, rest].mean() < 1e-3, dark[:, rest].mean()
 
 
-def test_an_interrupted_evaluation_resumes_with_the_images_it_had_finished(
+def test_an_interrupted_evaluation_resumes_and_codec_rows_are_measured_once(
     export, data, tmp_path, monkeypatch
 ):
-    """Each finished image's rows are saved: a rerun codes only the others and reports the same."""
+    """Each finished image's rows are saved: a rerun codes only the others and reports the same;
+    the classical codecs' rows are kept for the next evaluation of the same images."""
     from swinjax.evaluation import runner
 
     saved = tmp_path / "saved"
     monkeypatch.setenv("SWINJAX_EVAL_CACHE", str(saved))
-    coded = []  # the images the model coded, in order
-    real_eval_model = runner._eval_model
+    coded, measured = [], []  # images the model coded; classical (image, setting) measured
+    real_eval_model, real_eval_classical = runner._eval_model, runner._eval_classical
 
     def eval_model(codec, image, rel, *args, **kwargs):
         coded.append(rel)
         return real_eval_model(codec, image, rel, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "_eval_model", eval_model)
+    def eval_classical(cc, setting, image, rel, *args, **kwargs):
+        measured.append((rel, setting))
+        return real_eval_classical(cc, setting, image, rel, *args, **kwargs)
 
-    def argv(name, *more):
-        return ["--ckpt", export, "--data", data, "--lmbda", "32,512", "--codecs", "jpeg",
+    monkeypatch.setattr(runner, "_eval_model", eval_model)
+    monkeypatch.setattr(runner, "_eval_classical", eval_classical)
+    n_jpeg = len(evaluation.classical_codecs()[0]["jpeg"].settings)
+
+    def argv(name, *more, lmbdas="32,512"):
+        return ["--ckpt", export, "--data", data, "--lmbda", lmbdas, "--codecs", "jpeg",
                 "--perceptual", "lpips_alex", "--plot", "none", "--quiet",
                 "--out", tmp_path / f"{name}.json", *more]  # fmt: skip
 
+    def interrupted_runs():
+        return sorted(saved.glob("*.jsonl"))
+
     status, _, err = run(argv("whole"))
     assert status == 0, err
-    assert coded == ["a.png", "sub/b.png"]
-    assert list(saved.iterdir()) == []  # a run that wrote its results leaves nothing saved
+    assert coded == ["a.png", "sub/b.png"] and len(measured) == 2 * n_jpeg
+    assert interrupted_runs() == []  # a run that wrote its results leaves no rows to resume
 
     real_load = runner._load
 
@@ -355,36 +365,34 @@ def test_an_interrupted_evaluation_resumes_with_the_images_it_had_finished(
     monkeypatch.setattr(runner, "_load", dies_at_the_second_image)
     coded.clear()
     with pytest.raises(RuntimeError, match="killed"):
-        run(argv("broken"))
-    (file,) = saved.iterdir()
+        run(argv("broken", lmbdas="32,256"))
+    (file,) = interrupted_runs()
     assert len(file.read_text().splitlines()) == 2  # the fingerprint and a.png's rows
 
     monkeypatch.setattr(runner, "_load", real_load)
     coded.clear()
-    status, _, err = run(argv("resumed"))
+    status, _, err = run(argv("resumed", lmbdas="32,256"))
     assert status == 0, err
     assert coded == ["sub/b.png"]  # a.png's rows came from the interrupted run
     assert not file.exists()
-    whole, resumed = _json(tmp_path / "whole.json"), _json(tmp_path / "resumed.json")
+    resumed = _json(tmp_path / "resumed.json")
     assert any(n.startswith("resumed: 1 of 2 image(s)") for n in resumed["notes"])
+
+    # The rows of an uninterrupted run at the same lambdas: the same numbers.
+    coded.clear()
+    status, _, err = run(argv("again", "--recompute", lmbdas="32,256"))
+    assert status == 0, err
+    assert coded == ["a.png", "sub/b.png"]
     for curve in ("", "_jpeg420"):
-        a = _json(tmp_path / f"whole{curve}.json")["results"]
+        a = _json(tmp_path / f"again{curve}.json")["results"]
         b = _json(tmp_path / f"resumed{curve}.json")["results"]
         for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "lpips-alex"):
             assert a[key] == b[key], (curve, key)
-    assert whole["results"]["bpp"] == resumed["results"]["bpp"]
 
-    # Another model or other options: nothing is taken; --no-resume: nothing is taken either.
-    monkeypatch.setattr(runner, "_load", dies_at_the_second_image)
-    with pytest.raises(RuntimeError, match="killed"):
-        run(argv("broken"))
-    monkeypatch.setattr(runner, "_load", real_load)
-    coded.clear()
-    status, _, err = run([*argv("other")[:5], "32,128", *argv("other")[6:]])
-    assert status == 0, err
-    assert coded == ["a.png", "sub/b.png"]  # other lambdas: another fingerprint
-    coded.clear()
-    status, _, err = run(argv("fresh", "--no-resume"))
-    assert status == 0, err
-    assert coded == ["a.png", "sub/b.png"]
-    assert list(saved.iterdir()) == []
+    # The codec rows were measured by the first run only, and by --recompute; the others took
+    # them (another model's evaluation would too: they do not depend on the model).
+    assert len(measured) == 2 * n_jpeg + 2 * n_jpeg
+    assert any("classical codecs: " in n and "earlier evaluations" in n for n in resumed["notes"])
+    whole_jpeg = _json(tmp_path / "whole_jpeg420.json")["results"]
+    assert whole_jpeg == _json(tmp_path / "resumed_jpeg420.json")["results"]
+    assert interrupted_runs() == []

@@ -50,6 +50,6 @@ class EvalOptions:
     decoders: list[str] | None = None
     progress: bool = True
     bd_method: str = "pchip"
-    # Take the rows an interrupted run with the same fingerprint saved (swinjax.evaluation.resume);
-    # False: start over.
+    # Take saved rows (swinjax.evaluation.resume): the images an interrupted run with the same
+    # model and options finished, and earlier runs' classical-codec rows; False: measure all.
     resume: bool = True

@@ -1,4 +1,4 @@
-"""Resuming an interrupted evaluation: each finished image's rows are saved as they are made.
+"""Saved evaluation rows: an interrupted run resumes, and classical-codec rows are measured once.
 
 ``python evaluate.py`` on Kodak with the perceptual metrics takes about 2.5 hours on 2 CPU cores;
 an interruption (Ctrl-C, a closed Colab session, a bad image found late) should not cost the
@@ -6,14 +6,22 @@ images already done. After each image, its rows (every λ, decoder and codec set
 and whether MS-SSIM was defined for it are appended as one JSON line to a file named after a
 fingerprint of everything that decides those rows except the image list: the model's and the
 decoders' parameter files, the λ values, the codecs and their settings and library versions, the
-perceptual metrics and their weights, ``--max-pixels`` and the swinjax version. A rerun with the
-same fingerprint takes the saved rows of every image whose relative name and content digest
-match, and evaluates the rest; the file is removed once the run has written its results.
+perceptual metrics and their weights, ``--max-pixels``, the swinjax version and the source files
+of the metric and codec code. A rerun with the same fingerprint takes the saved rows of every
+image whose relative name and content digest match, and evaluates the rest; the file is removed
+once the run has written its results.
 
-Where: ``$SWINJAX_EVAL_CACHE`` if set (``off``: nothing is saved or resumed), else
+The classical codecs' rows do not depend on the model: JPEG, WebP and AVIF at each setting on
+one image give the same bytes and metrics in every evaluation, and they are most of a default
+run's time (46 of 51 rate points per Kodak image). :class:`CodecRows` keeps them, one file per
+image content and codec (name, setting, library versions), perceptual metrics, swinjax version
+and metric code, so that the next evaluation of another model on the same images measures only
+the model (timings in reused rows are those of the run that measured them).
+
+Where: ``$SWINJAX_EVAL_CACHE`` if set (``off``: nothing is saved or reused), else
 ``$XDG_CACHE_HOME/swinjax/evaluations`` (``~/.cache/swinjax/evaluations``). A folder that
-cannot be created is simply not used. ``evaluate.py --no-resume`` ignores saved rows and starts
-over (and saves its own, so that it can be resumed in turn).
+cannot be created is simply not used. ``evaluate.py --recompute`` takes none of the saved rows
+(and saves its own, so that it can be resumed in turn).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import pathlib
 from typing import Any
 
 import numpy as np
+
+from swinjax.atomic import write_atomic
 
 ENV = "SWINJAX_EVAL_CACHE"
 
@@ -143,3 +153,57 @@ class SavedRows:
         """The run wrote its results: its saved rows are no longer needed."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+class CodecRows:
+    """Classical-codec rows of earlier evaluations, per image content and codec.
+
+    Args:
+        context: what else decides a codec's rows (the perceptual metrics and their weights, the
+            swinjax version, the digests of the code that measures a row), JSON-serializable.
+        reuse: take rows saved by earlier runs (False: measure again, and save the new rows).
+        folder: the evaluations folder (default :func:`default_dir`; None there: do nothing).
+    """
+
+    def __init__(
+        self, context: dict[str, Any], reuse: bool = True, folder: pathlib.Path | None = None
+    ) -> None:
+        self.context = context
+        self.reuse = reuse
+        folder = default_dir() if folder is None else folder
+        self.folder: pathlib.Path | None = None if folder is None else folder / "codec-rows"
+        self.reused = 0
+
+    def _file(self, image_digest: str, codec: list[Any]) -> pathlib.Path | None:
+        if self.folder is None:
+            return None
+        blob = json.dumps(
+            {"image": image_digest, "codec": codec, **self.context}, sort_keys=True, default=_plain
+        )
+        return self.folder / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+
+    def get(self, image_digest: str, codec: list[Any]) -> dict[str, dict[str, Any]]:
+        """``{setting: row}`` saved for this image and codec, or ``{}``.
+
+        ``codec`` is the codec's name, setting name and library description; nothing is
+        returned when reuse is off.
+        """
+        path = self._file(image_digest, codec)
+        if not self.reuse or path is None or not path.is_file():
+            return {}
+        try:
+            rows = json.loads(path.read_text())["rows"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # a damaged file is a miss
+        return rows if isinstance(rows, dict) else {}
+
+    def put(self, image_digest: str, codec: list[Any], rows: dict[str, dict[str, Any]]) -> None:
+        """Saves ``{setting: row}`` for this image and codec (replacing what was saved)."""
+        path = self._file(image_digest, codec)
+        if path is None or not rows:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps({"rows": rows}, default=_plain).encode())
+        except OSError:
+            self.folder = None  # a read-only or full disk: go on without saving

@@ -52,7 +52,7 @@ from swinjax.evaluation.common import (
     PerceptualMetric,
 )
 from swinjax.evaluation.report import Report, assemble, write_outputs
-from swinjax.evaluation.resume import SavedRows, file_digest
+from swinjax.evaluation.resume import CodecRows, SavedRows, file_digest
 from swinjax.lmbda import LmbdaError, lmbda_range
 
 if TYPE_CHECKING:
@@ -252,6 +252,7 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
     n_steps = len(files) * (len(lmbdas) + sum(len(c.settings) for c in chosen))
     bar = tqdm(total=n_steps, desc="evaluate", file=stream, disable=stream is None)
     saved = SavedRows(_fingerprint(opts, codec, decoders, lmbdas, chosen), resume=opts.resume)
+    codec_rows = CodecRows(_codec_context(opts), reuse=opts.resume)
     records: list[dict[str, Any]] = []
     small = []
     resumed = 0
@@ -282,10 +283,21 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
                 codec, image, rel, lmbdas, ref_ms, refs, workdir, bar, notes, log, decoders
             )
             for cc in chosen:
+                key = [cc.name, cc.setting, cc.description]
+                known, measured = codec_rows.get(digest, key), {}
                 for s in cc.settings:
-                    rows.append(_eval_classical(cc, s, image, rel, ref_ms, refs, workdir, h * w))
+                    row = known.get(f"{s:g}")
+                    if row is None:
+                        row = _eval_classical(cc, s, image, rel, ref_ms, refs, workdir, h * w)
+                        measured[f"{s:g}"] = row
+                    else:  # the same image content, codec and metrics in an earlier run
+                        row = {**row, "image": rel}
+                        codec_rows.reused += 1
+                    rows.append(row)
                     bar.set_postfix_str(f"{rel} {cc.name} {s:g}", refresh=False)
                     bar.update()
+                if measured:
+                    codec_rows.put(digest, key, {**known, **measured})
             records += rows
             saved.add(
                 rel,
@@ -293,10 +305,16 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
                 {"records": rows, "notes": notes[n_notes:], "ms_ssim_defined": ref_ms is not None},
             )
     bar.close()
+    if codec_rows.reused:
+        notes.append(
+            f"classical codecs: {codec_rows.reused} row(s) of the same images, codecs and metrics "
+            "taken from earlier evaluations (their timings included; --recompute measures them "
+            "again)"
+        )
     if resumed:
         notes.append(
             f"resumed: {resumed} of {len(files)} image(s) taken from an interrupted run with the "
-            f"same model, options and images ({saved.path}; --no-resume starts over)"
+            f"same model, options and images ({saved.path}; --recompute starts over)"
         )
     if small:
         more = "..." if len(small) > 3 else ""
@@ -320,21 +338,33 @@ def _fingerprint(
     chosen: Sequence[ClassicalCodec],
 ) -> dict[str, Any]:
     """Everything but the images that decides an evaluation's rows (:mod:`.resume`)."""
+    return {
+        **_codec_context(opts),
+        "model": _export_digest(codec),
+        "decoders": {name: _export_digest(c) for name, c in decoders.items()},
+        "lmbdas": list(lmbdas),
+        "codecs": [[c.name, c.setting, list(c.settings), c.description] for c in chosen],
+        "max_pixels": opts.max_pixels,
+    }
+
+
+def _codec_context(opts: EvalOptions) -> dict[str, Any]:
+    """What decides a classical codec's rows besides the image and the codec itself.
+
+    The metrics' weights and the source of the code that measures a row (so that a change to a
+    metric never meets rows measured before it).
+    """
     import swinjax
+    from swinjax import perceptual
+    from swinjax.evaluation import classical
 
     weights = {}
     for name in opts.perceptual:
         path = opts.weights.get(name)
         weights[name] = file_digest(path) if path else "packaged"
-    return {
-        "swinjax": swinjax.__version__,
-        "model": _export_digest(codec),
-        "decoders": {name: _export_digest(c) for name, c in decoders.items()},
-        "lmbdas": list(lmbdas),
-        "codecs": [[c.name, c.setting, list(c.settings), c.description] for c in chosen],
-        "perceptual": weights,
-        "max_pixels": opts.max_pixels,
-    }
+    code = {m.__name__: file_digest(m.__file__) for m in (metrics, perceptual, classical)}
+    code[__name__] = file_digest(__file__)
+    return {"swinjax": swinjax.__version__, "perceptual": weights, "code": code}
 
 
 def _export_digest(codec: ImageCodec) -> str:
