@@ -57,6 +57,12 @@ def machine_tag() -> str:
     return f"jax{jax.__version__}-{platform.machine()}-{digest}"
 
 
+def user_cache_root() -> pathlib.Path:
+    """The user's cache folder of swinjax: ``$XDG_CACHE_HOME/swinjax`` (``~/.cache/swinjax``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "swinjax"
+
+
 def default_dir() -> pathlib.Path | None:
     """The cache folder :func:`enable` would use, or None when ``SWINJAX_COMPILE_CACHE=off``."""
     env = os.environ.get(ENV)
@@ -65,8 +71,7 @@ def default_dir() -> pathlib.Path | None:
             return None
         root = pathlib.Path(env).expanduser()
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-        root = pathlib.Path(base) / "swinjax" / "xla"
+        root = user_cache_root() / "xla"
     return root / machine_tag()
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from swinjax.atomic import write_atomic
+from swinjax.compile_cache import user_cache_root
 
 ENV = "SWINJAX_EVAL_CACHE"
 
@@ -46,8 +47,7 @@ def default_dir() -> pathlib.Path | None:
         return None
     if env:
         return pathlib.Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(base) / "swinjax" / "evaluations"
+    return user_cache_root() / "evaluations"
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

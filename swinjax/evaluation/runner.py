@@ -249,10 +249,14 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
     stream = log if opts.progress else None
-    n_steps = len(files) * (len(lmbdas) + sum(len(c.settings) for c in chosen))
+    steps_per_image = len(lmbdas) + sum(len(c.settings) for c in chosen)
+    n_steps = len(files) * steps_per_image
     bar = tqdm(total=n_steps, desc="evaluate", file=stream, disable=stream is None)
-    saved = SavedRows(_fingerprint(opts, codec, decoders, lmbdas, chosen), resume=opts.resume)
-    codec_rows = CodecRows(_codec_context(opts), reuse=opts.resume)
+    context = _codec_context(opts)
+    saved = SavedRows(
+        _fingerprint(context, opts, codec, decoders, lmbdas, chosen), resume=opts.resume
+    )
+    codec_rows = CodecRows(context, reuse=opts.resume)
     records: list[dict[str, Any]] = []
     small = []
     resumed = 0
@@ -268,7 +272,7 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
                 if not entry["ms_ssim_defined"]:
                     small.append(path.name)
                 resumed += 1
-                bar.update(len(lmbdas) + sum(len(c.settings) for c in chosen))
+                bar.update(steps_per_image)
                 continue
             image = _load(path, opts.max_pixels)
             h, w = image.shape[:2]
@@ -331,15 +335,19 @@ def evaluate(opts: EvalOptions, log: TextIO | None = None) -> Report:
 
 
 def _fingerprint(
+    context: dict[str, Any],
     opts: EvalOptions,
     codec: ImageCodec,
     decoders: Mapping[str, ImageCodec],
     lmbdas: Sequence[float | None],
     chosen: Sequence[ClassicalCodec],
 ) -> dict[str, Any]:
-    """Everything but the images that decides an evaluation's rows (:mod:`.resume`)."""
+    """Everything but the images that decides an evaluation's rows (:mod:`.resume`).
+
+    ``context`` is :func:`_codec_context`'s, which every row shares.
+    """
     return {
-        **_codec_context(opts),
+        **context,
         "model": _export_digest(codec),
         "decoders": {name: _export_digest(c) for name, c in decoders.items()},
         "lmbdas": list(lmbdas),
